@@ -1,0 +1,158 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+#include <errno.h>
+#include <glib.h>
+#include <string.h>
+#include <syslog.h>
+
+#include "config.h"
+#include "log.h"
+
+typedef struct KnownKey {
+        const char *group;
+        const char *key;
+} KnownKey;
+
+static const KnownKey known_keys[] = {
+        { "Daemon", "IdleTimeoutSec" },
+        { "Daemon", "LogLevel" },
+        { "Daemon", "Hostname" },
+};
+
+void config_init(Config *c) {
+        *c = (Config) {
+                .idle_timeout_sec = CONFIG_IDLE_TIMEOUT_SEC_DEFAULT,
+                .log_level = LOG_INFO,
+        };
+}
+
+void config_done(Config *c) {
+        if (!c)
+                return;
+        c->hostname = mfree(c->hostname);
+}
+
+int config_hostname_is_valid(const char *s) {
+        size_t n, label = 0;
+
+        if (!s)
+                return 0;
+        n = strlen(s);
+        if (n == 0 || n > CONFIG_HOSTNAME_MAX)
+                return 0;
+        if (g_hostname_is_ip_address(s))
+                return 1;
+        for (const char *p = s; *p; p++) {
+                if (*p == '.') {
+                        if (label == 0 || p[-1] == '-')
+                                return 0;
+                        label = 0;
+                        continue;
+                }
+                if (!g_ascii_isalnum(*p) && *p != '-')
+                        return 0;
+                if (label == 0 && *p == '-')
+                        return 0;
+                if (++label > 63)
+                        return 0;
+        }
+        return label > 0 && s[n - 1] != '-';
+}
+
+static bool key_is_known(const char *group, const char *key) {
+        for (size_t i = 0; i < ELEMENTSOF(known_keys); i++)
+                if (strcmp(known_keys[i].group, group) == 0 && strcmp(known_keys[i].key, key) == 0)
+                        return true;
+        return false;
+}
+
+static void warn_unknown(GKeyFile *kf, const char *origin) {
+        g_auto(GStrv) groups = g_key_file_get_groups(kf, NULL);
+
+        for (char **g = groups; g && *g; g++) {
+                g_auto(GStrv) keys = g_key_file_get_keys(kf, *g, NULL, NULL);
+                for (char **k = keys; k && *k; k++)
+                        if (!key_is_known(*g, *k))
+                                log_warning("%s: unknown setting [%s] %s=, ignoring.", origin, *g, *k);
+        }
+}
+
+/* Returns 1 and the trimmed value if set, 0 if absent. */
+static int get_string(GKeyFile *kf, const char *group, const char *key, char **ret) {
+        g_autofree char *v = g_key_file_get_value(kf, group, key, NULL);
+        if (!v)
+                return 0;
+        *ret = g_strdup(g_strstrip(v));
+        return 1;
+}
+
+int config_parse(Config *c, const char *text, size_t length, const char *origin) {
+        g_autoptr(GKeyFile) kf = g_key_file_new();
+        g_autoptr(GError) gerror = NULL;
+        g_autofree char *v = NULL;
+        Config n = *c;
+        char *end;
+
+        if (!g_key_file_load_from_data(kf, text, length, G_KEY_FILE_NONE, &gerror)) {
+                log_error("%s: %s", origin, gerror->message);
+                return -EINVAL;
+        }
+        warn_unknown(kf, origin);
+
+        if (get_string(kf, "Daemon", "IdleTimeoutSec", &v) > 0) {
+                unsigned long long t;
+
+                errno = 0;
+                t = strtoull(v, &end, 10);
+                if (v[0] == '\0' || v[0] == '-' || *end != '\0' || errno != 0 ||
+                    t > CONFIG_IDLE_TIMEOUT_SEC_MAX) {
+                        log_error("%s: [Daemon] IdleTimeoutSec=%s is not a number of seconds between 0 and %u.",
+                                  origin, v, CONFIG_IDLE_TIMEOUT_SEC_MAX);
+                        return -EINVAL;
+                }
+                n.idle_timeout_sec = (unsigned) t;
+                v = mfree(v);
+        }
+
+        if (get_string(kf, "Daemon", "LogLevel", &v) > 0) {
+                int l = log_level_from_string(v);
+                if (l < 0) {
+                        log_error("%s: [Daemon] LogLevel=%s is not one of debug, info, notice, warning, err.",
+                                  origin, v);
+                        return -EINVAL;
+                }
+                n.log_level = l;
+                v = mfree(v);
+        }
+
+        if (get_string(kf, "Daemon", "Hostname", &v) > 0) {
+                if (v[0] != '\0' && !config_hostname_is_valid(v)) {
+                        log_error("%s: [Daemon] Hostname=%s is not a valid host name or address.", origin, v);
+                        return -EINVAL;
+                }
+                /* An empty value resets to the default, as in systemd's unit files. */
+                n.hostname = v[0] ? TAKE_PTR(v) : NULL;
+        } else
+                n.hostname = c->hostname ? strdup(c->hostname) : NULL;
+
+        /* Commit only once everything parsed, so a bad file changes nothing. */
+        free(c->hostname);
+        *c = n;
+        return 0;
+}
+
+int config_load(Config *c, const char *path) {
+        g_autofree char *text = NULL;
+        g_autoptr(GError) gerror = NULL;
+        gsize length;
+
+        if (!g_file_get_contents(path, &text, &length, &gerror)) {
+                if (g_error_matches(gerror, G_FILE_ERROR, G_FILE_ERROR_NOENT)) {
+                        log_debug("%s does not exist, using defaults.", path);
+                        return 0;
+                }
+                log_error("Failed to read %s: %s", path, gerror->message);
+                return -EIO;
+        }
+        return config_parse(c, text, length, path);
+}

@@ -1,0 +1,32 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+#include <stdint.h>
+
+/* ferryd.conf: a GKeyFile, documented in docs/ferryd.conf.md and in data/ferryd.conf. */
+
+#define CONFIG_IDLE_TIMEOUT_SEC_DEFAULT 120u
+#define CONFIG_IDLE_TIMEOUT_SEC_MAX (24u * 3600u)
+#define CONFIG_HOSTNAME_MAX 253u /* DNS name length */
+
+typedef struct Config {
+        /* seconds without calls, domains in transition or migrations before ferryd exits;
+         * 0 means never */
+        unsigned idle_timeout_sec;
+        int log_level;            /* LOG_* */
+        char *hostname;           /* name peers use to reach this host; NULL: gethostname() */
+} Config;
+
+void config_init(Config *c);
+void config_done(Config *c);
+
+/* Parses the text of a ferryd.conf into *c (which must be config_init()ed; values not in the
+ * text keep their defaults). Unknown groups and keys are warned about and ignored, as systemd
+ * does; a malformed file or a value out of range is -EINVAL and leaves *c untouched. */
+int config_parse(Config *c, const char *text, size_t length, const char *origin);
+
+/* Loads path; a missing file means "all defaults" and is not an error. */
+int config_load(Config *c, const char *path);
+
+/* Accepts an RFC 1123 host name or an IP address literal. */
+int config_hostname_is_valid(const char *s);
