@@ -1,0 +1,151 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+#include <glib/gstdio.h>
+#include <stdio.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "lab.h"
+
+static char *lab_name;
+
+const char *lab_build_dir(void) {
+        const char *d = g_getenv("FERRY_BUILD_ROOT");
+        g_assert_nonnull(d);
+        return d;
+}
+
+const char *lab_source_dir(void) {
+        const char *d = g_getenv("FERRY_SOURCE_ROOT");
+        g_assert_nonnull(d);
+        return d;
+}
+
+static char *lab_tool(void) {
+        return g_build_filename(lab_source_dir(), "tests", "lab", "ferry-lab", NULL);
+}
+
+void lab_result_clear(LabResult *r) {
+        g_clear_pointer(&r->out, g_free);
+        g_clear_pointer(&r->err, g_free);
+}
+
+gboolean lab_available(void) {
+        if (geteuid() != 0) {
+                g_printerr("lab tests need root (they boot systemd in namespaces)\n");
+                return FALSE;
+        }
+        return TRUE;
+}
+
+static void run(const char *const *argv, LabResult *ret) {
+        g_autoptr(GError) error = NULL;
+        int wait_status;
+
+        *ret = (LabResult) { .status = -1 };
+        if (!g_spawn_sync(NULL, (char **) argv, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL,
+                          &ret->out, &ret->err, &wait_status, &error))
+                g_error("cannot run %s: %s", argv[0], error->message);
+        if (WIFEXITED(wait_status))
+                ret->status = WEXITSTATUS(wait_status);
+}
+
+void lab_up(const char *name, const char *const *hosts) {
+        g_autofree char *tool = lab_tool();
+        g_autofree char *stage_name = g_strdup_printf("stage-%s", name);
+        g_autofree char *stage = g_build_filename(lab_build_dir(), "tests", "lab", stage_name, NULL);
+        g_autoptr(GPtrArray) argv = g_ptr_array_new();
+        g_auto(LabResult) r = {};
+
+        lab_name = g_strdup(name);
+        /* Install this build as a package would, into a private tree the hosts overlay on /usr. */
+        const char *install[] = { g_getenv("MESON") ?: "meson", "install", "-C", lab_build_dir(),
+                                  "--no-rebuild", "--quiet", "--destdir", stage, NULL };
+        run(install, &r);
+        if (r.status != 0)
+                g_error("meson install into %s failed:\n%s%s", stage, r.out, r.err);
+        lab_result_clear(&r);
+
+        g_ptr_array_add(argv, tool);
+        g_ptr_array_add(argv, (char *) "--lab");
+        g_ptr_array_add(argv, (char *) name);
+        g_ptr_array_add(argv, (char *) "up");
+        g_ptr_array_add(argv, (char *) "--stage");
+        g_ptr_array_add(argv, stage);
+        g_ptr_array_add(argv, (char *) "--bind");
+        g_ptr_array_add(argv, (char *) lab_build_dir());
+        g_ptr_array_add(argv, (char *) "--bind");
+        g_ptr_array_add(argv, (char *) lab_source_dir());
+        for (const char *const *h = hosts; *h; h++)
+                g_ptr_array_add(argv, (char *) *h);
+        g_ptr_array_add(argv, NULL);
+        run((const char *const *) argv->pdata, &r);
+        if (r.status != 0)
+                g_error("ferry-lab up failed:\n%s%s", r.out, r.err);
+}
+
+void lab_down(void) {
+        g_autofree char *tool = lab_tool();
+        g_auto(LabResult) r = {};
+
+        if (!lab_name)
+                return;
+        const char *argv[] = { tool, "--lab", lab_name, "down", NULL };
+        run(argv, &r);
+        if (r.status != 0)
+                g_printerr("ferry-lab down failed:\n%s%s", r.out, r.err);
+        g_clear_pointer(&lab_name, g_free);
+}
+
+void lab_exec(const char *host, const char *user, const char *const *argv, LabResult *ret) {
+        g_autofree char *tool = lab_tool();
+        g_autoptr(GPtrArray) a = g_ptr_array_new();
+
+        g_ptr_array_add(a, tool);
+        g_ptr_array_add(a, (char *) "--lab");
+        g_ptr_array_add(a, lab_name);
+        g_ptr_array_add(a, (char *) "exec");
+        g_ptr_array_add(a, (char *) host);
+        if (user) {
+                g_ptr_array_add(a, (char *) "--user");
+                g_ptr_array_add(a, (char *) user);
+        }
+        g_ptr_array_add(a, (char *) "--");
+        for (const char *const *p = argv; *p; p++)
+                g_ptr_array_add(a, (char *) *p);
+        g_ptr_array_add(a, NULL);
+        run((const char *const *) a->pdata, ret);
+        g_test_message("[%s%s%s] %s -> %d\n%s%s", host, user ? " as " : "", user ? user : "",
+                       argv[0], ret->status, ret->out, ret->err);
+}
+
+void lab_sh(const char *host, const char *user, const char *script, LabResult *ret) {
+        const char *argv[] = { "/bin/sh", "-c", script, NULL };
+        lab_exec(host, user, argv, ret);
+}
+
+char *lab_host_dir(const char *host) {
+        g_autofree char *tool = lab_tool();
+        g_auto(LabResult) r = {};
+        const char *argv[] = { tool, "--lab", lab_name, "path", host, NULL };
+
+        run(argv, &r);
+        g_assert_cmpint(r.status, ==, 0);
+        return g_strdup(g_strstrip(r.out));
+}
+
+gboolean lab_wait_for(const char *host, const char *script, guint timeout_ms) {
+        gint64 deadline = g_get_monotonic_time() + (gint64) timeout_ms * 1000;
+
+        /* Tests may wait on outside events (polkitd noticing a rules file, a unit stopping)
+         * that have no notification we can subscribe to from here; bounded retries. */
+        for (;;) {
+                g_auto(LabResult) r = {};
+                lab_sh(host, NULL, script, &r);
+                if (r.status == 0)
+                        return TRUE;
+                if (g_get_monotonic_time() > deadline)
+                        return FALSE;
+                g_usleep(100 * 1000);
+        }
+}

@@ -1,0 +1,39 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+#include <glib.h>
+
+/* Lab tests run on the machine and drive lab hosts through tests/lab/ferry-lab: each test
+ * program boots its own lab (named after the program, so programs may run side by side),
+ * with this build staged into it, and tears it down at exit. */
+
+typedef struct LabResult {
+        int status;        /* exit status of the command inside the host, or -1 */
+        char *out;
+        char *err;
+} LabResult;
+
+void lab_result_clear(LabResult *r);
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC(LabResult, lab_result_clear)
+
+/* Returns FALSE (and says why on stderr) when the lab cannot run here, e.g. not root. */
+gboolean lab_available(void);
+
+/* Stages the build and boots the hosts (NULL-terminated names). Aborts the test on failure. */
+void lab_up(const char *lab_name, const char *const *hosts);
+void lab_down(void);
+
+/* Runs argv (NULL-terminated) inside host; user NULL means root. */
+void lab_exec(const char *host, const char *user, const char *const *argv, LabResult *ret);
+/* Shell convenience: sh -c script inside host. */
+void lab_sh(const char *host, const char *user, const char *script, LabResult *ret);
+
+/* The per-host directory on the machine (see ferry-lab path). */
+char *lab_host_dir(const char *host);
+
+/* Repeats script inside host until it exits 0, at most timeout_ms. Returns TRUE on success. */
+gboolean lab_wait_for(const char *host, const char *script, guint timeout_ms);
+
+/* Paths inside the build, valid inside hosts too (ferry-lab binds the build tree). */
+const char *lab_build_dir(void);
+const char *lab_source_dir(void);
