@@ -51,6 +51,19 @@ static int load_config(Manager *m) {
         return 0;
 }
 
+/* Points the idle timer at last activity + timeout: one wakeup per quiet period. */
+static void idle_schedule(Manager *m) {
+        if (!m->idle_timer)
+                return;
+        if (m->exiting || m->config.idle_timeout_sec == 0) {
+                (void) sd_event_source_set_enabled(m->idle_timer, SD_EVENT_OFF);
+                return;
+        }
+        (void) sd_event_source_set_time(m->idle_timer,
+                                        m->last_activity_usec + m->config.idle_timeout_sec * USEC_PER_SEC);
+        (void) sd_event_source_set_enabled(m->idle_timer, SD_EVENT_ONESHOT);
+}
+
 int manager_new(const char *config_path, Manager **ret) {
         _cleanup_(manager_freep) Manager *m = NULL;
         int r;
@@ -94,7 +107,7 @@ int manager_reload(Manager *m) {
         if (r < 0)
                 return r;
         log_info("Configuration reloaded from %s.", m->config_path);
-        /* The idle timer picks up a new timeout at its next wakeup. */
+        idle_schedule(m);
         return 0;
 }
 
@@ -115,6 +128,7 @@ static void begin_idle_exit(Manager *m) {
 
         log_info("Idle for %us, exiting; the next call starts ferryd again.", m->config.idle_timeout_sec);
         m->exiting = true;
+        idle_schedule(m);
         /* Tell systemd first, so that activation requests get queued rather than lost. */
         (void) sd_notify(false, "STOPPING=1\nSTATUS=Exiting on idle.");
         r = sd_bus_call_method_async(m->bus, NULL, "org.freedesktop.DBus", "/org/freedesktop/DBus",
@@ -128,45 +142,22 @@ static void begin_idle_exit(Manager *m) {
 
 static int on_idle_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         Manager *m = userdata;
-        uint64_t deadline = m->last_activity_usec + m->config.idle_timeout_sec * USEC_PER_SEC;
 
-        if (m->exiting || m->config.idle_timeout_sec == 0)
-                return sd_event_source_set_enabled(s, SD_EVENT_OFF);
-        if (usec < deadline || manager_is_busy(m)) {
-                /* Re-arm at the real deadline: one wakeup per quiet period, no polling. */
-                if (usec >= deadline)
-                        deadline = usec + m->config.idle_timeout_sec * USEC_PER_SEC;
-                (void) sd_event_source_set_time(s, deadline);
-                return sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
+        if (manager_is_busy(m)) {
+                /* Work in progress counts as activity; look again one period later. */
+                m->last_activity_usec = usec;
+                idle_schedule(m);
+                return 0;
         }
         begin_idle_exit(m);
         return 0;
 }
 
-static void idle_rearm(Manager *m) {
-        uint64_t now;
-
-        if (sd_event_now(m->event, CLOCK_MONOTONIC, &now) < 0)
-                return;
-        m->last_activity_usec = now;
-        if (!m->idle_timer || m->exiting || m->config.idle_timeout_sec == 0) {
-                if (m->idle_timer)
-                        (void) sd_event_source_set_enabled(m->idle_timer, SD_EVENT_OFF);
-                return;
-        }
-        /* Only arm when off: a running timer re-arms itself at the right deadline. */
-        int enabled = SD_EVENT_OFF;
-        (void) sd_event_source_get_enabled(m->idle_timer, &enabled);
-        if (enabled == SD_EVENT_OFF) {
-                (void) sd_event_source_set_time(m->idle_timer, now + m->config.idle_timeout_sec * USEC_PER_SEC);
-                (void) sd_event_source_set_enabled(m->idle_timer, SD_EVENT_ONESHOT);
-        }
-}
-
 static int on_bus_message(sd_bus_message *msg, void *userdata, sd_bus_error *ret_error) {
         Manager *m = userdata;
         /* Every incoming message counts as activity. */
-        idle_rearm(m);
+        (void) sd_event_now(m->event, CLOCK_MONOTONIC, &m->last_activity_usec);
+        idle_schedule(m);
         return 0;
 }
 
@@ -196,8 +187,8 @@ int manager_start(Manager *m) {
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the idle timer: %m");
         (void) sd_event_source_set_description(m->idle_timer, "idle-timer");
-        (void) sd_event_source_set_enabled(m->idle_timer, SD_EVENT_OFF);
-        idle_rearm(m);
+        (void) sd_event_now(m->event, CLOCK_MONOTONIC, &m->last_activity_usec);
+        idle_schedule(m);
         return 0;
 }
 

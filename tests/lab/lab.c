@@ -1,6 +1,9 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
+#include <errno.h>
+#include <fcntl.h>
 #include <glib/gstdio.h>
+#include <signal.h>
 #include <stdio.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -8,6 +11,8 @@
 #include "lab.h"
 
 static char *lab_name;
+static GPid reaper_pid;
+static int reaper_fd = -1;
 
 const char *lab_build_dir(void) {
         const char *d = g_getenv("FERRY_BUILD_ROOT");
@@ -50,6 +55,33 @@ static void run(const char *const *argv, LabResult *ret) {
                 ret->status = WEXITSTATUS(wait_status);
 }
 
+/* A failed assertion aborts the test program before lab_down() can run. A child that waits
+ * for our end of a pipe to close (on any exit, even SIGKILL) takes the lab down then. */
+static void start_reaper(const char *tool, const char *name) {
+        int fds[2];
+        pid_t pid;
+
+        if (pipe2(fds, O_CLOEXEC) < 0)
+                g_error("pipe2: %s", g_strerror(errno));
+        pid = fork();
+        if (pid < 0)
+                g_error("fork: %s", g_strerror(errno));
+        if (pid == 0) {
+                char c;
+                close(fds[1]);
+                setsid();
+                while (read(fds[0], &c, 1) < 0 && errno == EINTR)
+                        ;
+                int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+                dup2(null, STDOUT_FILENO);
+                execl(tool, tool, "--lab", name, "down", (char *) NULL);
+                _exit(127);
+        }
+        close(fds[0]);
+        reaper_pid = pid;
+        reaper_fd = fds[1];
+}
+
 void lab_up(const char *name, const char *const *hosts) {
         g_autofree char *tool = lab_tool();
         g_autofree char *stage_name = g_strdup_printf("stage-%s", name);
@@ -66,6 +98,7 @@ void lab_up(const char *name, const char *const *hosts) {
                 g_error("meson install into %s failed:\n%s%s", stage, r.out, r.err);
         lab_result_clear(&r);
 
+        start_reaper(tool, name);
         g_ptr_array_add(argv, tool);
         g_ptr_array_add(argv, (char *) "--lab");
         g_ptr_array_add(argv, (char *) name);
@@ -95,6 +128,16 @@ void lab_down(void) {
         if (r.status != 0)
                 g_printerr("ferry-lab down failed:\n%s%s", r.out, r.err);
         g_clear_pointer(&lab_name, g_free);
+        /* Done by hand: the reaper has nothing left to do. */
+        if (reaper_pid > 0) {
+                kill(reaper_pid, SIGKILL);
+                (void) waitpid(reaper_pid, NULL, 0);
+                reaper_pid = 0;
+        }
+        if (reaper_fd >= 0) {
+                close(reaper_fd);
+                reaper_fd = -1;
+        }
 }
 
 void lab_exec(const char *host, const char *user, const char *const *argv, LabResult *ret) {
