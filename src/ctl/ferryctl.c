@@ -10,15 +10,16 @@
 #include <unistd.h>
 
 #include "build-config.h"
+#include "ctl.h"
 #include "ferry-bus.h"
 #include "macro.h"
 
 static bool arg_ask_password = true;
 
-static int connect_bus(sd_bus **ret) {
+int ctl_connect(sd_bus **ret) {
         int r = sd_bus_default_system(ret);
         if (r < 0) {
-                fprintf(stderr, "ferryctl: cannot connect to the system bus: %s\n", strerror(-r));
+                fprintf(stderr, "error: cannot connect to the system bus: %s\n", strerror(-r));
                 return r;
         }
         /* Let polkit ask for a password when there is someone at a terminal to type it. */
@@ -36,25 +37,26 @@ static bool error_means_service_missing(const sd_bus_error *e) {
                                       "org.freedesktop.DBus.Error.Spawn.FailedToSetup");
 }
 
-/* The one place that turns a failed call into a message for a person. */
-static int report_error(const char *what, const sd_bus_error *e, int r) {
-        if (error_means_service_missing(e))
+/* Two lines, as virsh prints them: what failed, then why. */
+int ctl_report_error(const char *what, const sd_bus_error *e, int r) {
+        fprintf(stderr, "error: %s\n", what);
+        if (e && error_means_service_missing(e))
                 fprintf(stderr,
-                        "ferryctl: the Ferry service (%s) is not available: %s\n"
+                        "error: the Ferry service (%s) is not available: %s\n"
                         "Is ferry installed? 'systemctl status ferryd' may tell more.\n",
                         FERRY_BUS_NAME, e->message ?: e->name);
-        else if (sd_bus_error_has_name(e, SD_BUS_ERROR_ACCESS_DENIED))
-                fprintf(stderr, "ferryctl: %s: %s\n"
+        else if (e && sd_bus_error_has_name(e, SD_BUS_ERROR_ACCESS_DENIED))
+                fprintf(stderr, "error: %s\n"
                         "Ask an administrator to grant it with a polkit rule, or run as root.\n",
-                        what, e->message ?: "access denied");
-        else if (sd_bus_error_has_name(e, SD_BUS_ERROR_INTERACTIVE_AUTHORIZATION_REQUIRED))
-                fprintf(stderr, "ferryctl: %s: %s\n"
+                        e->message ?: "access denied");
+        else if (e && sd_bus_error_has_name(e, SD_BUS_ERROR_INTERACTIVE_AUTHORIZATION_REQUIRED))
+                fprintf(stderr, "error: %s\n"
                         "Run ferryctl from a terminal with a polkit agent, or as root.\n",
-                        what, e->message ?: "authentication required");
-        else if (sd_bus_error_is_set(e))
-                fprintf(stderr, "ferryctl: %s: %s (%s)\n", what, e->message ?: "failed", e->name);
+                        e->message ?: "authentication required");
+        else if (e && sd_bus_error_is_set(e))
+                fprintf(stderr, "error: %s (%s)\n", e->message ?: "failed", e->name);
         else
-                fprintf(stderr, "ferryctl: %s: %s\n", what, strerror(-r));
+                fprintf(stderr, "error: %s\n", strerror(-r));
         return r < 0 ? r : -EIO;
 }
 
@@ -65,7 +67,7 @@ static int cmd_version(int argc, char **argv) {
         int r;
 
         printf("Client: ferryctl %s\n", FERRY_VERSION);
-        r = connect_bus(&bus);
+        r = ctl_connect(&bus);
         if (r < 0)
                 return r;
         r = sd_bus_get_property_string(bus, FERRY_BUS_NAME, FERRY_MANAGER_PATH, FERRY_MANAGER_INTERFACE,
@@ -74,7 +76,7 @@ static int cmd_version(int argc, char **argv) {
                 r = sd_bus_get_property_string(bus, FERRY_BUS_NAME, FERRY_MANAGER_PATH,
                                                FERRY_MANAGER_INTERFACE, "Hostname", &error, &hostname);
         if (r < 0)
-                return report_error("failed to ask ferryd for its version", &error, r);
+                return ctl_report_error("failed to ask ferryd for its version", &error, r);
         printf("Daemon: ferryd %s on %s\n", version, hostname);
         return 0;
 }
@@ -84,13 +86,13 @@ static int cmd_reload(int argc, char **argv) {
         _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
         int r;
 
-        r = connect_bus(&bus);
+        r = ctl_connect(&bus);
         if (r < 0)
                 return r;
         r = sd_bus_call_method(bus, FERRY_BUS_NAME, FERRY_MANAGER_PATH, FERRY_MANAGER_INTERFACE,
                                "Reload", &error, NULL, NULL);
         if (r < 0)
-                return report_error("failed to reload ferryd's configuration", &error, r);
+                return ctl_report_error("failed to reload ferryd's configuration", &error, r);
         return 0;
 }
 
@@ -104,7 +106,8 @@ static void help(void) {
                "  --no-ask-password  never ask for a password (polkit)\n"
                "  -h, --help         this text\n"
                "  --version          print ferryctl's version\n\n"
-               "Exit status: 0 on success, 1 on failure, 2 on bad usage.\n", FERRY_CONFIG_FILE);
+               "Exit status: 0 on success, 1 on failure, 2 on bad usage.\n\n", FERRY_CONFIG_FILE);
+        ctl_domain_help();
 }
 
 typedef struct Verb {
@@ -143,13 +146,18 @@ int main(int argc, char *argv[]) {
                 }
 
         if (optind >= argc) {
-                fprintf(stderr, "ferryctl: no command given; see 'ferryctl --help'.\n");
+                fprintf(stderr, "error: no command given; see 'ferryctl --help'.\n");
                 return 2;
         }
         for (size_t i = 0; i < ELEMENTSOF(verbs); i++)
                 if (strcmp(argv[optind], verbs[i].name) == 0)
                         return verbs[i].run(argc - optind, argv + optind) < 0 ? 1 : 0;
 
-        fprintf(stderr, "ferryctl: unknown command '%s'; see 'ferryctl --help'.\n", argv[optind]);
+        bool handled;
+        int r = ctl_domain_verb(argv[optind], argc - optind, argv + optind, &handled);
+        if (handled)
+                return r == CTL_USAGE_ERROR ? 2 : r < 0 ? 1 : 0;
+
+        fprintf(stderr, "error: unknown command '%s'; see 'ferryctl --help'.\n", argv[optind]);
         return 2;
 }
