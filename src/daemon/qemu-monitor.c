@@ -128,7 +128,7 @@ static int monitor_update_io(QemuMonitor *m) {
 
 /* Ends the connection: pending commands get -ECONNRESET, then closed(error). Idempotent. */
 static void monitor_disconnect(QemuMonitor *m, int error) {
-        _cleanup_(monitor_unrefp) QemuMonitor *hold = monitor_ref(m);
+        _cleanup_(monitor_unrefp) _unused_ QemuMonitor *hold = monitor_ref(m);
         GQueue pending = G_QUEUE_INIT;
         QemuCommand *c;
 
@@ -140,8 +140,10 @@ static void monitor_disconnect(QemuMonitor *m, int error) {
         m->io = sd_event_source_disable_unref(m->io);
         m->negotiation_timer = sd_event_source_disable_unref(m->negotiation_timer);
         m->fd = safe_close(m->fd);
-        if (!m->freed)
-                log_debug_errno(error, "QMP connection closed: %m");
+        if (error < 0)
+                log_debug_errno(error, "QMP connection failed: %m");
+        else if (!m->freed)
+                log_debug("QMP connection closed by QEMU.");
 
         /* In submission order: everything sent precedes everything still queued. A reply may
          * free the monitor; the rest are then dropped. */
@@ -568,6 +570,7 @@ static int on_command_timeout(sd_event_source *s, uint64_t usec, void *userdata)
         _cleanup_(monitor_unrefp) QemuMonitor *m = monitor_ref(c->monitor);
         QemuMonitorReply reply = TAKE_PTR(c->reply);
         void *reply_userdata = c->userdata;
+        int r;
 
         c->timer = sd_event_source_disable_unref(c->timer);
         /* Never started: forget it. Otherwise it stays queued so that the byte stream and the
@@ -578,8 +581,9 @@ static int on_command_timeout(sd_event_source *s, uint64_t usec, void *userdata)
         log_debug("QMP command timed out.");
         if (reply)
                 reply(m, -ETIMEDOUT, NULL, NULL, NULL, reply_userdata);
-        if (monitor_update_io(m) < 0)
-                monitor_disconnect(m, -EIO);
+        r = monitor_update_io(m);
+        if (r < 0)
+                monitor_disconnect(m, r);
         return 0;
 }
 

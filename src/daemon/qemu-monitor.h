@@ -70,8 +70,8 @@ int qemu_monitor_connect_fd(sd_event *event, int fd, const QemuMonitorCallbacks 
  * on a closed monitor, -EBUSY when QEMU_MONITOR_COMMANDS_MAX commands are pending. */
 int qemu_monitor_command(QemuMonitor *mon, const char *command, JsonObject *args,
                          uint64_t timeout_usec, QemuMonitorReply reply, void *userdata);
-/* The same, passing fd (duplicated; the caller keeps its own) with SCM_RIGHTS in the same
- * sendmsg() as the command's first byte, as "getfd" and "add-fd" expect. QEMU keeps only the
+/* The same, passing fd (duplicated: the caller keeps its own; <0: none) with SCM_RIGHTS in the
+ * same sendmsg() as the command's first byte, as "getfd" and "add-fd" expect. QEMU keeps only the
  * last fd it received until a command takes it, so such a command is sent only when no other
  * command is awaiting a reply, and nothing follows it until it is answered. */
 int qemu_monitor_command_with_fd(QemuMonitor *mon, const char *command, JsonObject *args, int fd,
