@@ -281,7 +281,7 @@ static int add_serial(DomainXmlParser *p, xmlNode *node, DomainDef *def, bool co
 }
 
 static int parse_graphics(DomainXmlParser *p, xmlNode *node, DomainDef *def) {
-        g_autofree char *type = NULL, *socket = NULL;
+        g_autofree char *type = NULL;
         xmlNode *listen = NULL;
         int r;
 

@@ -319,8 +319,8 @@ static void test_xxe(void) {
         g_autofree char *secret_path = g_build_filename(dir, "secret", NULL);
         static const char secret[] = "TOP-SECRET-4f1c9a";
         const char *templates[] = {
-                "<?xml version='1.0'?>\n<!DOCTYPE domain [<!ENTITY xxe SYSTEM 'file://@PATH@'>]>\n"
-                "<domain type='kvm'><name>&xxe;</name><memory>65536</memory><os><type>hvm</type></os></domain>",
+                ("<?xml version='1.0'?>\n<!DOCTYPE domain [<!ENTITY xxe SYSTEM 'file://@PATH@'>]>\n"
+                 "<domain type='kvm'><name>&xxe;</name><memory>65536</memory><os><type>hvm</type></os></domain>"),
                 "<!DOCTYPE domain [<!ENTITY % p SYSTEM 'file://@PATH@'> %p;]><domain type='kvm'/>",
                 "<!DOCTYPE domain SYSTEM 'file://@PATH@'><domain type='kvm'/>",
                 "<?xml version='1.0' encoding='UTF-16'?><!DOCTYPE domain [<!ENTITY x SYSTEM '@PATH@'>]><domain>&x;</domain>",
