@@ -25,6 +25,7 @@
 #define DOMAIN_SATA_PORTS 6        /* one ich9-ahci controller: sda..sdf */
 #define DOMAIN_BOOT_DEVS_MAX 3
 #define DOMAIN_PATH_MAX 4096
+#define DOMAIN_SOCKET_PATH_MAX 107  /* sun_path holds 108 bytes with the NUL */
 #define DOMAIN_TEXT_MAX 4096       /* title, kernel command line, seclabel label */
 #define DOMAIN_DESCRIPTION_MAX 65536
 

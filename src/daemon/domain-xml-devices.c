@@ -307,6 +307,9 @@ static int parse_graphics(DomainXmlParser *p, xmlNode *node, DomainDef *def) {
                 if (xmlHasProp(c, (const xmlChar *) "socket") && (r = parse_path_attr(p, c, "socket", &def->vnc_socket)) < 0)
                         return r;
         }
+        if (def->vnc_socket && strlen(def->vnc_socket) > DOMAIN_SOCKET_PATH_MAX)
+                return domain_xml_fail(p, listen ?: node, "socket path longer than %d bytes (a UNIX socket "
+                                       "address holds no more)", DOMAIN_SOCKET_PATH_MAX);
         if (!listen && !def->vnc_socket)
                 return domain_xml_fail(p, node, "VNC over TCP is not supported: add <listen type='socket'/>");
         def->vnc = true;

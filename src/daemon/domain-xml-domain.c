@@ -245,7 +245,7 @@ static int parse_lifecycle(DomainXmlParser *p, xmlNode *node, DomainLifecycleAct
 }
 
 static int parse_seclabel(DomainXmlParser *p, xmlNode *node, DomainDef *def) {
-        g_autofree char *type = NULL, *model = NULL, *relabel = NULL;
+        g_autofree char *type = NULL, *model = NULL, *relabel = NULL, *label_text = NULL;
         DomainSeclabelDef sl = {};
         xmlNode *label = NULL, *imagelabel = NULL;
         int r;
@@ -288,18 +288,17 @@ static int parse_seclabel(DomainXmlParser *p, xmlNode *node, DomainDef *def) {
                         return domain_xml_fail(p, c, "'%s' is not a valid label", text);
                 /* The image label of a dynamic label is derived from it at start: dropped. */
                 if (node_is(c, "label"))
-                        sl.label = TAKE_PTR(text);
+                        label_text = TAKE_PTR(text);
         }
-        if (sl.type == DOMAIN_SECLABEL_STATIC && !sl.label)
+        if (sl.type == DOMAIN_SECLABEL_STATIC && !label_text)
                 return domain_xml_fail(p, node, "type 'static' needs a <label>");
 
         for (size_t i = 0; i < def->n_seclabels; i++)
                 if (def->seclabels[i].type == DOMAIN_SECLABEL_NONE || sl.type == DOMAIN_SECLABEL_NONE ||
-                    def->seclabels[i].model == sl.model) {
-                        g_free(sl.label);
+                    def->seclabels[i].model == sl.model)
                         return domain_xml_fail(p, node, "conflicts with an earlier <seclabel> "
                                                "(one per model; type 'none' only alone)");
-                }
+        sl.label = TAKE_PTR(label_text);
         def->seclabels = g_renew(DomainSeclabelDef, def->seclabels, def->n_seclabels + 1);
         def->seclabels[def->n_seclabels++] = sl;
         return 0;

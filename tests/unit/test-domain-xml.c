@@ -221,6 +221,9 @@ static const BadCase bad_cases[] = {
         { MINIMAL_HEAD "<on_crash>coredump-destroy</on_crash></domain>", "<on_crash>: action 'coredump-destroy' is not supported" },
         { MINIMAL_HEAD "<seclabel type='static' model='selinux'/></domain>", "<seclabel>: type 'static' needs a <label>" },
         { MINIMAL_HEAD "<seclabel type='none'/><seclabel type='dynamic' model='dac'/></domain>", "conflicts with an earlier <seclabel>" },
+        /* found by the fuzzer: an error after the <label> leaked it */
+        { MINIMAL_HEAD "<seclabel type='dynamic' model='dac'><label>+1:+1</label><imagelabel>a<x/>b</imagelabel></seclabel></domain>",
+          "<imagelabel>: only text is allowed here" },
         { WITH_DEVICES("    <disk type='file'>\n      <source file='/a'/>\n      <target dev='vda'/>\n    </disk>\n"
                        "    <disk type='file'>\n      <source file='/b'/>\n      <target dev='vda'/>\n    </disk>\n"),
           "line 10: <disk>: target dev 'vda' is used twice" },
@@ -251,6 +254,9 @@ static const BadCase bad_cases[] = {
           "<console>: must have the same source path as serial port 0" },
         { WITH_DEVICES("<console type='pty'/>"), "<console>: type 'pty' is not supported" },
         { WITH_DEVICES("<graphics type='vnc'/>"), "<graphics>: VNC over TCP is not supported" },
+        { WITH_DEVICES("<graphics type='vnc'><listen type='socket' socket='/run/"
+                       "a123456789a123456789a123456789a123456789a123456789a123456789a123456789a123456789a123456789a123456789.sock'/></graphics>"),
+          "<listen>: socket path longer than 107 bytes" },
         { WITH_DEVICES("<graphics type='spice'/>"), "graphics type 'spice' is not supported" },
         { WITH_DEVICES("<emulator>/usr/bin/sh</emulator>"), "<emulator>: '/usr/bin/sh' is not an absolute path to a qemu-system-* binary" },
         { WITH_DEVICES("<emulator>qemu-system-x86_64</emulator>"), "is not an absolute path to a qemu-system-* binary" },
