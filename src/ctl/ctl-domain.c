@@ -232,8 +232,10 @@ static int parse_args(const char *verb, int argc, char **argv, bool want_arg, Ve
         int c;
 
         *a = (VerbArgs) {};
-        optind = 1;
-        while ((c = getopt_long(argc, argv, "+", options, NULL)) >= 0)
+        /* 0 makes glibc start over (main parsed its own options already); options may follow
+         * the domain, as with virsh. */
+        optind = 0;
+        while ((c = getopt_long(argc, argv, "", options, NULL)) >= 0)
                 switch (c) {
                 case O_ALL: a->all = true; break;
                 case O_PAUSED: a->paused = true; break;

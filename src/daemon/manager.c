@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
 #include <errno.h>
+#include <glib.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -9,6 +10,8 @@
 #include <unistd.h>
 
 #include "build-config.h"
+#include "domain-dbus.h"
+#include "domain-store.h"
 #include "ferry-bus.h"
 #include "log.h"
 #include "manager-dbus.h"
@@ -74,8 +77,14 @@ int manager_new(const char *config_path, Manager **ret) {
         config_init(&m->config);
         m->config_path = strdup(config_path);
         m->polkit = polkit_registry_new();
-        if (!m->config_path || !m->polkit)
+        /* Overridable for running a ferryd by hand next to an installed one. */
+        m->config_dir = strdup(getenv("FERRY_CONFIG_DIR") ?: FERRY_SYSCONF_DIR);
+        m->runtime_dir = strdup(getenv("FERRY_RUNTIME_DIR") ?: FERRY_RUNTIME_DIR);
+        m->domains_by_name = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+        m->domains_by_uuid = g_hash_table_new_full(g_str_hash, g_str_equal, g_free, NULL);
+        if (!m->config_path || !m->polkit || !m->config_dir || !m->runtime_dir)
                 return -ENOMEM;
+        m->kvm = access("/dev/kvm", R_OK | W_OK) == 0;
 
         r = load_config(m);
         if (r < 0)
@@ -92,12 +101,23 @@ Manager *manager_free(Manager *m) {
         if (!m)
                 return NULL;
         sd_event_source_unref(m->idle_timer);
+        /* Freeing a domain leaves its QEMU running: guests outlive ferryd. */
+        if (m->domains_by_name) {
+                GList *all = g_hash_table_get_values(m->domains_by_name);
+                for (GList *l = all; l; l = l->next)
+                        domain_free(l->data);
+                g_list_free(all);
+                g_hash_table_destroy(m->domains_by_name);
+                g_hash_table_destroy(m->domains_by_uuid);
+        }
         /* Pending polkit replies hold slots on the bus: drop them before the bus. */
         polkit_registry_free(m->polkit);
         sd_bus_flush_close_unref(m->bus);
         sd_event_unref(m->event);
         config_done(&m->config);
         free(m->config_path);
+        free(m->config_dir);
+        free(m->runtime_dir);
         free(m->hostname);
         return mfree(m);
 }
@@ -112,7 +132,84 @@ int manager_reload(Manager *m) {
 }
 
 bool manager_is_busy(Manager *m) {
-        return polkit_registry_pending(m->polkit) > 0;
+        GHashTableIter i;
+        Domain *d;
+
+        if (polkit_registry_pending(m->polkit) > 0)
+                return true;
+        g_hash_table_iter_init(&i, m->domains_by_name);
+        while (g_hash_table_iter_next(&i, NULL, (void **) &d))
+                if (domain_is_busy(d))
+                        return true;
+        return false;
+}
+
+sd_bus *manager_bus(Manager *m) {
+        return m->bus;
+}
+
+sd_event *manager_event(Manager *m) {
+        return m->event;
+}
+
+bool manager_kvm_available(Manager *m) {
+        return m->kvm;
+}
+
+int manager_register_domain(Manager *m, Domain *d, const DomainDef *def) {
+        char uuid[37];
+
+        domain_uuid_format(def->uuid, uuid);
+        if (g_hash_table_contains(m->domains_by_name, def->name) ||
+            g_hash_table_contains(m->domains_by_uuid, uuid))
+                return -EEXIST;
+        if (g_hash_table_size(m->domains_by_name) >= DOMAINS_MAX)
+                return -E2BIG;
+        g_hash_table_insert(m->domains_by_name, g_strdup(def->name), d);
+        g_hash_table_insert(m->domains_by_uuid, g_strdup(uuid), d);
+        return 0;
+}
+
+void manager_unregister_domain(Manager *m, Domain *d) {
+        if (g_hash_table_lookup(m->domains_by_name, d->def->name) == d)
+                g_hash_table_remove(m->domains_by_name, d->def->name);
+        if (g_hash_table_lookup(m->domains_by_uuid, d->uuid_string) == d)
+                g_hash_table_remove(m->domains_by_uuid, d->uuid_string);
+}
+
+Domain *manager_find_domain_by_name(Manager *m, const char *name) {
+        return g_hash_table_lookup(m->domains_by_name, name);
+}
+
+Domain *manager_find_domain_by_uuid_string(Manager *m, const char *uuid) {
+        uint8_t bytes[16];
+        char canonical[37];
+
+        /* Accept any spelling the parser accepts (upper case, no dashes, ...). */
+        if (domain_uuid_parse(uuid, bytes) < 0)
+                return NULL;
+        domain_uuid_format(bytes, canonical);
+        return g_hash_table_lookup(m->domains_by_uuid, canonical);
+}
+
+Domain *manager_find_domain_by_uuid(Manager *m, const uint8_t uuid[16]) {
+        char s[37];
+        domain_uuid_format(uuid, s);
+        return g_hash_table_lookup(m->domains_by_uuid, s);
+}
+
+void manager_domain_added(Manager *m, Domain *d) {
+        domain_dbus_emit_added(d);
+}
+
+void manager_domain_changed(Manager *m, Domain *d, DomainChange what) {
+        domain_dbus_emit_changed(d, what);
+}
+
+void manager_remove_domain(Manager *m, Domain *d) {
+        domain_dbus_emit_removed(d);
+        domain_free(d);
+        manager_check_idle(m);
 }
 
 static int on_name_released(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error) {
@@ -140,6 +237,11 @@ static void begin_idle_exit(Manager *m) {
         }
 }
 
+void manager_check_idle(Manager *m) {
+        (void) sd_event_now(m->event, CLOCK_MONOTONIC, &m->last_activity_usec);
+        idle_schedule(m);
+}
+
 static int on_idle_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         Manager *m = userdata;
 
@@ -161,6 +263,72 @@ static int on_bus_message(sd_bus_message *msg, void *userdata, sd_bus_error *ret
         return 0;
 }
 
+static void load_persistent_domains(Manager *m) {
+        g_autofree char *dir = g_build_filename(m->config_dir, "domains", NULL);
+        g_autoptr(GDir) d = g_dir_open(dir, 0, NULL);
+        const char *name;
+
+        while (d && (name = g_dir_read_name(d))) {
+                g_autofree char *path = g_build_filename(dir, name, NULL);
+                g_autofree char *expected = NULL;
+                DomainDef *def = NULL;
+                Domain *domain;
+                int r;
+
+                if (!g_str_has_suffix(name, ".xml") || !g_file_test(path, G_FILE_TEST_IS_REGULAR))
+                        continue;
+                if (domain_store_read_def(path, &def) < 0)
+                        continue; /* logged; the other domains still load */
+                expected = g_strconcat(def->name, ".xml", NULL);
+                if (strcmp(expected, name) != 0) {
+                        log_warning("%s defines domain '%s'; its file must be named %s, ignoring.",
+                                    path, def->name, expected);
+                        domain_def_free(def);
+                        continue;
+                }
+                r = domain_new(m, def, true, &domain);
+                if (r < 0) {
+                        log_warning_errno(r, "Cannot load %s, ignoring: %m", path);
+                        domain_def_free(def);
+                        continue;
+                }
+                domain->autostart = domain_store_autostart(m, def->name);
+        }
+}
+
+static void reattach_running_domains(Manager *m) {
+        g_autofree char *dir = g_build_filename(m->runtime_dir, "domains", NULL);
+        g_autoptr(GDir) d = g_dir_open(dir, 0, NULL);
+        const char *name;
+
+        while (d && (name = g_dir_read_name(d))) {
+                g_autofree char *path = g_build_filename(dir, name, NULL);
+                if (domain_reattach(m, path) < 0)
+                        log_warning("Cannot re-attach the domain in %s, ignoring.", path);
+        }
+}
+
+/* Autostart runs once per boot: /run is empty after a reboot, not after an idle exit. */
+static void autostart_domains(Manager *m) {
+        g_autofree char *marker = g_build_filename(m->runtime_dir, "autostarted", NULL);
+        GHashTableIter i;
+        Domain *d;
+
+        if (access(marker, F_OK) == 0)
+                return;
+        g_hash_table_iter_init(&i, m->domains_by_name);
+        while (g_hash_table_iter_next(&i, NULL, (void **) &d))
+                if (d->autostart && !domain_is_active(d)) {
+                        int r = domain_start(d, false, NULL, NULL);
+                        if (r < 0)
+                                log_warning_errno(r, "Cannot autostart %s, ignoring: %m", d->def->name);
+                        else
+                                log_info("Autostarting domain %s.", d->def->name);
+                }
+        if (g_mkdir_with_parents(m->runtime_dir, 0755) < 0 || !g_file_set_contents(marker, "", 0, NULL))
+                log_warning("Cannot create %s, ignoring.", marker);
+}
+
 int manager_start(Manager *m) {
         int r;
 
@@ -177,6 +345,13 @@ int manager_start(Manager *m) {
         r = manager_dbus_register(m);
         if (r < 0)
                 return r;
+        r = domain_dbus_register(m);
+        if (r < 0)
+                return r;
+
+        load_persistent_domains(m);
+        reattach_running_domains(m);
+        autostart_domains(m);
 
         r = sd_bus_request_name(m->bus, FERRY_BUS_NAME, 0);
         if (r < 0)

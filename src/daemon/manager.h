@@ -4,8 +4,10 @@
 #include <stdbool.h>
 #include <systemd/sd-bus.h>
 #include <systemd/sd-event.h>
+#include <glib.h>
 
 #include "config.h"
+#include "domain.h"
 #include "polkit.h"
 
 /* The daemon's one owner of everything: event loop, bus connection, configuration,
@@ -18,6 +20,13 @@ typedef struct Manager {
         char *config_path;
         Config config;
         char *hostname;            /* effective: Config.hostname or gethostname() */
+
+        char *config_dir;          /* /etc/ferry */
+        char *runtime_dir;         /* /run/ferry */
+        bool kvm;                  /* /dev/kvm usable; else guests run with TCG */
+
+        GHashTable *domains_by_name;   /* name -> Domain* */
+        GHashTable *domains_by_uuid;   /* uuid string -> Domain* */
 
         sd_event_source *idle_timer;
         uint64_t last_activity_usec;
@@ -37,5 +46,23 @@ int manager_run(Manager *m);
 /* Re-reads the configuration file; on error the old configuration stays. */
 int manager_reload(Manager *m);
 
-/* True while something (a pending polkit check, later: migrations) must keep us alive. */
+/* True while something (a pending polkit check, a domain operation) must keep us alive. */
 bool manager_is_busy(Manager *m);
+/* Something that kept us busy has ended: restart the idle countdown. */
+void manager_check_idle(Manager *m);
+
+sd_bus *manager_bus(Manager *m);
+sd_event *manager_event(Manager *m);
+bool manager_kvm_available(Manager *m);
+
+/* The domain registry. register: -EEXIST if the name or uuid is taken, -E2BIG when full. */
+int manager_register_domain(Manager *m, Domain *d, const DomainDef *def);
+void manager_unregister_domain(Manager *m, Domain *d);
+Domain *manager_find_domain_by_name(Manager *m, const char *name);
+Domain *manager_find_domain_by_uuid(Manager *m, const uint8_t uuid[16]);
+Domain *manager_find_domain_by_uuid_string(Manager *m, const char *uuid);
+
+/* Bus announcements of domains coming, changing and going; remove also frees d. */
+void manager_domain_added(Manager *m, Domain *d);
+void manager_domain_changed(Manager *m, Domain *d, DomainChange what);
+void manager_remove_domain(Manager *m, Domain *d);

@@ -1,0 +1,146 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+#include <errno.h>
+#include <glib.h>
+#include <glib/gstdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "domain-store.h"
+#include "fileio.h"
+#include "log.h"
+#include "manager.h"
+
+static char *config_path(Manager *m, const char *name) {
+        g_autofree char *file = g_strconcat(name, ".xml", NULL);
+        return g_build_filename(m->config_dir, "domains", file, NULL);
+}
+
+static char *autostart_path(Manager *m, const char *name) {
+        g_autofree char *file = g_strconcat(name, ".xml", NULL);
+        return g_build_filename(m->config_dir, "domains", "autostart", file, NULL);
+}
+
+int domain_store_save_config(Domain *d) {
+        g_autofree char *dir = g_build_filename(d->manager->config_dir, "domains", NULL);
+        g_autofree char *path = config_path(d->manager, d->def->name);
+        g_autofree char *xml = domain_def_format(d->def, DOMAIN_FORMAT_INACTIVE);
+        int r;
+
+        if (!xml)
+                return -ENOMEM;
+        if (g_mkdir_with_parents(dir, 0755) < 0)
+                return log_error_errno(errno, "Failed to create %s: %m", dir);
+        r = write_file_atomic(path, xml, strlen(xml), 0600);
+        if (r < 0)
+                return log_error_errno(r, "Failed to write %s: %m", path);
+        return 0;
+}
+
+int domain_store_remove_config(Domain *d) {
+        g_autofree char *path = config_path(d->manager, d->def->name);
+
+        if (unlink(path) < 0 && errno != ENOENT)
+                return log_error_errno(errno, "Failed to remove %s: %m", path);
+        return 0;
+}
+
+int domain_store_set_autostart(Domain *d, bool autostart) {
+        g_autofree char *dir = g_build_filename(d->manager->config_dir, "domains", "autostart", NULL);
+        g_autofree char *link = autostart_path(d->manager, d->def->name);
+        g_autofree char *target = g_strconcat("../", d->def->name, ".xml", NULL);
+
+        if (!autostart) {
+                if (unlink(link) < 0 && errno != ENOENT)
+                        return log_error_errno(errno, "Failed to remove %s: %m", link);
+                return 0;
+        }
+        if (g_mkdir_with_parents(dir, 0755) < 0)
+                return log_error_errno(errno, "Failed to create %s: %m", dir);
+        (void) unlink(link);
+        if (symlink(target, link) < 0)
+                return log_error_errno(errno, "Failed to create %s: %m", link);
+        return 0;
+}
+
+bool domain_store_autostart(Manager *m, const char *name) {
+        g_autofree char *link = autostart_path(m, name);
+        return access(link, F_OK) == 0;
+}
+
+int domain_store_save_live(Domain *d) {
+        g_autofree char *xml_path = g_build_filename(d->run_dir, "live.xml", NULL);
+        g_autofree char *state_path = g_build_filename(d->run_dir, "state", NULL);
+        g_autofree char *xml = domain_def_format(d->live_def ?: d->def, 0);
+        g_autofree char *state = NULL;
+        int r;
+
+        if (!xml)
+                return -ENOMEM;
+        state = g_strdup_printf("[Domain]\nState=%s\nReason=%s\nUnit=%s\n",
+                                domain_state_to_string(d->state), d->reason, d->unit);
+        if (g_mkdir_with_parents(d->run_dir, 0700) < 0)
+                return log_error_errno(errno, "Failed to create %s: %m", d->run_dir);
+        r = write_file_atomic(xml_path, xml, strlen(xml), 0600);
+        if (r >= 0)
+                r = write_file_atomic(state_path, state, strlen(state), 0600);
+        if (r < 0)
+                return log_error_errno(r, "Failed to save live state in %s: %m", d->run_dir);
+        return 0;
+}
+
+void domain_store_remove_live(Domain *d) {
+        static const char *const files[] = { "state", "live.xml", "qmp.sock" };
+
+        /* state first: without it the directory is not a running domain any more. */
+        for (size_t i = 0; i < G_N_ELEMENTS(files); i++) {
+                g_autofree char *p = g_build_filename(d->run_dir, files[i], NULL);
+                (void) unlink(p);
+        }
+        if (rmdir(d->run_dir) < 0 && errno != ENOENT)
+                log_warning_errno(errno, "Failed to remove %s, ignoring: %m", d->run_dir);
+}
+
+int domain_store_read_def(const char *path, DomainDef **ret) {
+        g_autofree char *text = NULL, *error = NULL;
+        g_autoptr(GError) gerror = NULL;
+        gsize length;
+        int r;
+
+        if (!g_file_get_contents(path, &text, &length, &gerror))
+                return log_error_errno(gerror->code == G_FILE_ERROR_NOENT ? ENOENT : EIO,
+                                       "Failed to read %s: %s", path, gerror->message);
+        r = domain_def_parse(text, length, ret, &error);
+        if (r < 0)
+                return log_error_errno(r, "%s: %s", path, strna(error));
+        return 0;
+}
+
+int domain_store_load_live(const char *run_dir, DomainDef **ret_def, char **ret_state, char **ret_reason) {
+        g_autofree char *xml_path = g_build_filename(run_dir, "live.xml", NULL);
+        g_autofree char *state_path = g_build_filename(run_dir, "state", NULL);
+        g_autoptr(GKeyFile) kf = g_key_file_new();
+        g_autoptr(GError) gerror = NULL;
+        int r;
+
+        if (!g_key_file_load_from_file(kf, state_path, G_KEY_FILE_NONE, &gerror))
+                return log_warning_errno(ENOENT, "%s: %s", state_path, gerror->message);
+        r = domain_store_read_def(xml_path, ret_def);
+        if (r < 0)
+                return r;
+        *ret_state = g_key_file_get_string(kf, "Domain", "State", NULL);
+        *ret_reason = g_key_file_get_string(kf, "Domain", "Reason", NULL);
+        return 0;
+}
+
+const char *domain_reason_intern(const char *s) {
+        static const char *const reasons[] = {
+                REASON_UNKNOWN, REASON_BOOTED, REASON_UNPAUSED, REASON_USER, REASON_STARTING,
+                REASON_SHUTDOWN, REASON_DESTROYED, REASON_FAILED, REASON_CRASHED, REASON_PANICKED,
+                REASON_MIGRATION, REASON_MIGRATED,
+        };
+        for (size_t i = 0; s && i < G_N_ELEMENTS(reasons); i++)
+                if (strcmp(s, reasons[i]) == 0)
+                        return reasons[i];
+        return REASON_UNKNOWN;
+}

@@ -1,0 +1,130 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <systemd/sd-event.h>
+
+#include "domain-def.h"
+#include "macro.h"
+
+/* A domain: its definition, its state, and while active its QEMU (a transient unit and a
+ * QMP connection). No bus code here: domain-dbus.c is the bus edge; changes are reported to
+ * the manager, which forwards them. */
+
+typedef struct Manager Manager;
+typedef struct QemuMonitor QemuMonitor;
+typedef struct UnitJob UnitJob;
+
+typedef enum DomainState {
+        DOMAIN_SHUTOFF,
+        DOMAIN_RUNNING,
+        DOMAIN_PAUSED,
+        DOMAIN_CRASHED,
+        _DOMAIN_STATE_MAX,
+} DomainState;
+
+/* Reasons, as libvirt's virDomain*Reason, as strings on the bus. */
+#define REASON_UNKNOWN "unknown"
+#define REASON_BOOTED "booted"
+#define REASON_UNPAUSED "unpaused"
+#define REASON_USER "user"
+#define REASON_STARTING "starting"
+#define REASON_SHUTDOWN "shutdown"
+#define REASON_DESTROYED "destroyed"
+#define REASON_FAILED "failed"
+#define REASON_CRASHED "crashed"
+#define REASON_PANICKED "panicked"
+#define REASON_MIGRATION "migration"
+#define REASON_MIGRATED "migrated"
+
+/* Which properties changed, for PropertiesChanged. */
+typedef enum DomainChange {
+        DOMAIN_CHANGE_STATE = 1 << 0,       /* State and StateReason */
+        DOMAIN_CHANGE_PERSISTENT = 1 << 1,
+        DOMAIN_CHANGE_AUTOSTART = 1 << 2,
+        DOMAIN_CHANGE_DEFINITION = 1 << 3,  /* Memory, VCPUs, Title */
+} DomainChange;
+
+/* Completion of an asynchronous operation: error 0, or -errno with a message for people. */
+typedef void (*DomainDone)(void *userdata, int error, const char *message);
+
+typedef enum DomainOperation {
+        DOMAIN_OP_NONE,
+        DOMAIN_OP_START,
+        DOMAIN_OP_SHUTDOWN,
+        DOMAIN_OP_DESTROY,
+        DOMAIN_OP_SUSPEND,
+        DOMAIN_OP_RESUME,
+} DomainOperation;
+
+typedef struct Domain {
+        Manager *manager;
+        DomainDef *def;            /* the persistent definition, or the transient one */
+        DomainDef *live_def;       /* while active: what QEMU runs */
+        char uuid_string[37];
+        char *object_path;
+
+        bool persistent;
+        bool autostart;
+        DomainState state;
+        const char *reason;        /* one of REASON_* */
+
+        char *unit;                /* ferry-qemu-<name>.service */
+        char *run_dir;             /* /run/ferry/domains/<uuid> */
+        char *qmp_path;
+        QemuMonitor *monitor;
+        UnitJob *unit_job;
+        sd_event_source *socket_watch;  /* inotify: waiting for QEMU's QMP socket */
+        sd_event_source *connect_retry; /* the socket exists but QEMU does not listen yet */
+        sd_event_source *op_timer;
+
+        /* One operation at a time (libvirt's job lock); others get -EBUSY. */
+        DomainOperation op;
+        DomainDone op_done;
+        void *op_userdata;
+        bool start_paused;
+        bool exit_expected;        /* we asked QEMU to go: its exit is not a crash */
+        const char *exit_reason;   /* reason for shutoff once it has gone */
+        bool reattaching;
+} Domain;
+
+/* Limits */
+#define DOMAINS_MAX 256u
+
+/* Creation registers the domain with the manager (by name and uuid). -EEXIST if the name or
+ * uuid is taken, -E2BIG past DOMAINS_MAX. Takes ownership of def on success. */
+int domain_new(Manager *m, DomainDef *def, bool persistent, Domain **ret);
+Domain *domain_free(Domain *d);
+DEFINE_TRIVIAL_CLEANUP_FUNC(Domain *, domain_free);
+
+bool domain_is_active(const Domain *d);
+const char *domain_state_to_string(DomainState s);
+
+/* Persistent configuration (/etc/ferry/domains/<name>.xml), written atomically. */
+int domain_save_config(Domain *d);
+int domain_remove_config(Domain *d);
+int domain_set_autostart(Domain *d, bool autostart);
+
+/* Replaces the persistent definition (Define on an existing domain). */
+int domain_redefine(Domain *d, DomainDef *def);
+
+/* Asynchronous operations; done is called exactly once, unless the call itself fails. */
+int domain_start(Domain *d, bool paused, DomainDone done, void *userdata);
+int domain_destroy(Domain *d, DomainDone done, void *userdata);
+int domain_shutdown(Domain *d, uint64_t timeout_usec, DomainDone done, void *userdata);
+int domain_suspend(Domain *d, DomainDone done, void *userdata);
+int domain_resume(Domain *d, DomainDone done, void *userdata);
+
+/* Undefine: forget the configuration; an active domain becomes transient. Returns 1 if the
+ * domain object is gone (it was inactive) — then d is freed. */
+int domain_undefine(Domain *d);
+
+/* Start-up: re-attach to a QEMU that a previous ferryd started (live state in run_dir). */
+int domain_reattach(Manager *m, const char *run_dir);
+
+/* The text of the live or inactive definition (see DomainFormatFlags). */
+char *domain_get_xml(Domain *d, DomainFormatFlags flags);
+
+/* True while an operation is running (keeps ferryd from exiting on idle). */
+bool domain_is_busy(const Domain *d);

@@ -1,0 +1,273 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+#include <errno.h>
+#include <glib.h>
+#include <string.h>
+
+#include "log.h"
+#include "systemd-units.h"
+
+#define SYSTEMD_DEST "org.freedesktop.systemd1"
+#define SYSTEMD_PATH "/org/freedesktop/systemd1"
+#define SYSTEMD_MANAGER "org.freedesktop.systemd1.Manager"
+
+struct UnitJob {
+        sd_bus_slot *match;        /* JobRemoved, installed before the job exists */
+        sd_bus_slot *call;         /* the pending StartTransientUnit/StopUnit */
+        char *job_path;            /* known once the call returns */
+        char *early_result;        /* JobRemoved may arrive before the call's reply */
+        UnitJobDone done;
+        void *userdata;
+        bool finished;
+};
+
+UnitJob *unit_job_free(UnitJob *job) {
+        if (!job)
+                return NULL;
+        sd_bus_slot_unref(job->match);
+        sd_bus_slot_unref(job->call);
+        free(job->job_path);
+        free(job->early_result);
+        return mfree(job);
+}
+
+/* Finishes the job once: the callback may free the job (through its owner), so nothing
+ * touches job after calling it. */
+static void job_finish(UnitJob *job, int error, const char *message) {
+        UnitJobDone done = job->done;
+        void *userdata = job->userdata;
+
+        if (job->finished)
+                return;
+        job->finished = true;
+        job->match = sd_bus_slot_unref(job->match);
+        job->call = sd_bus_slot_unref(job->call);
+        if (done)
+                done(userdata, error, message);
+}
+
+static void job_result(UnitJob *job, const char *result) {
+        g_autofree char *msg = NULL;
+
+        if (strcmp(result, "done") == 0) {
+                job_finish(job, 0, NULL);
+                return;
+        }
+        msg = g_strdup_printf("systemd job %s", result);
+        job_finish(job, strcmp(result, "timeout") == 0 ? -ETIMEDOUT :
+                        strcmp(result, "canceled") == 0 ? -ECANCELED : -EIO, msg);
+}
+
+static int on_job_removed(sd_bus_message *m, void *userdata, sd_bus_error *ret_error) {
+        UnitJob *job = userdata;
+        const char *path, *unit, *result;
+        uint32_t id;
+
+        if (sd_bus_message_read(m, "uoss", &id, &path, &unit, &result) < 0)
+                return 0;
+        if (!job->job_path) {
+                /* Our call has not returned yet; it might be ours. Remember and decide later. */
+                if (!job->early_result) {
+                        job->early_result = g_strdup_printf("%s\n%s", path, result);
+                }
+                return 0;
+        }
+        if (strcmp(path, job->job_path) == 0)
+                job_result(job, result);
+        return 0;
+}
+
+static int on_job_call_reply(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error) {
+        UnitJob *job = userdata;
+        const sd_bus_error *e = sd_bus_message_get_error(reply);
+        const char *path;
+
+        job->call = sd_bus_slot_unref(job->call);
+        if (e) {
+                job_finish(job, -(sd_bus_error_get_errno(e) ?: EIO), e->message ?: e->name);
+                return 0;
+        }
+        if (sd_bus_message_read(reply, "o", &path) < 0) {
+                job_finish(job, -EBADMSG, "systemd's reply did not name a job");
+                return 0;
+        }
+        job->job_path = strdup(path);
+        if (!job->job_path) {
+                job_finish(job, -ENOMEM, NULL);
+                return 0;
+        }
+        if (job->early_result) {
+                char *nl = strchr(job->early_result, '\n');
+                *nl = '\0';
+                if (strcmp(job->early_result, path) == 0)
+                        job_result(job, nl + 1);
+        }
+        return 0;
+}
+
+static int job_new(sd_bus *bus, UnitJobDone done, void *userdata, UnitJob **ret) {
+        _cleanup_(unit_job_freep) UnitJob *job = NULL;
+        int r;
+
+        job = calloc(1, sizeof(*job));
+        if (!job)
+                return -ENOMEM;
+        job->done = done;
+        job->userdata = userdata;
+        /* Before the job exists, so that its end cannot be missed. */
+        r = sd_bus_match_signal_async(bus, &job->match, SYSTEMD_DEST, SYSTEMD_PATH, SYSTEMD_MANAGER,
+                                      "JobRemoved", on_job_removed, NULL, job);
+        if (r < 0)
+                return r;
+        *ret = TAKE_PTR(job);
+        return 0;
+}
+
+static int append_exec_start(sd_bus_message *m, char **argv) {
+        int r;
+
+        r = sd_bus_message_open_container(m, 'r', "sv");
+        if (r < 0)
+                return r;
+        r = sd_bus_message_append(m, "s", "ExecStart");
+        if (r < 0)
+                return r;
+        r = sd_bus_message_open_container(m, 'v', "a(sasb)");
+        if (r < 0)
+                return r;
+        r = sd_bus_message_open_container(m, 'a', "(sasb)");
+        if (r < 0)
+                return r;
+        r = sd_bus_message_open_container(m, 'r', "sasb");
+        if (r < 0)
+                return r;
+        r = sd_bus_message_append(m, "s", argv[0]);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_append_strv(m, argv);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_append(m, "b", 0); /* a failing exit is a failure */
+        if (r < 0)
+                return r;
+        for (int i = 0; i < 4; i++) {
+                r = sd_bus_message_close_container(m);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+int unit_start_transient(sd_bus *bus, const TransientService *svc, UnitJobDone done, void *userdata,
+                         UnitJob **ret) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
+        _cleanup_(unit_job_freep) UnitJob *job = NULL;
+        int r;
+
+        if (!ret || !svc->name || !svc->argv || !svc->argv[0] || svc->argv[0][0] != '/')
+                return -EINVAL;
+
+        r = job_new(bus, done, userdata, &job);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_new_method_call(bus, &m, SYSTEMD_DEST, SYSTEMD_PATH, SYSTEMD_MANAGER,
+                                           "StartTransientUnit");
+        if (r < 0)
+                return r;
+        r = sd_bus_message_append(m, "ss", svc->name, "fail");
+        if (r < 0)
+                return r;
+        r = sd_bus_message_open_container(m, 'a', "(sv)");
+        if (r < 0)
+                return r;
+        r = sd_bus_message_append(m, "(sv)(sv)(sv)(sv)(sv)(sv)",
+                                  "Description", "s", svc->description ?: svc->name,
+                                  "Slice", "s", svc->slice ?: "machine.slice",
+                                  /* Type=exec: the start job fails if QEMU cannot be executed. */
+                                  "Type", "s", "exec",
+                                  "TimeoutStopUSec", "t", svc->stop_timeout_usec ?: 10ULL * 1000000ULL,
+                                  /* A crashed guest's unit stays "failed" so that a restarted
+                                   * ferryd can still tell a crash from a shutdown. */
+                                  "CollectMode", "s", "inactive",
+                                  "KillMode", "s", "mixed");
+        if (r < 0)
+                return r;
+        r = append_exec_start(m, svc->argv);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_close_container(m);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_append(m, "a(sa(sv))", 0); /* no auxiliary units */
+        if (r < 0)
+                return r;
+        r = sd_bus_call_async(bus, &job->call, m, on_job_call_reply, job, 0);
+        if (r < 0)
+                return r;
+        *ret = TAKE_PTR(job);
+        return 0;
+}
+
+int unit_stop(sd_bus *bus, const char *name, UnitJobDone done, void *userdata, UnitJob **ret) {
+        _cleanup_(unit_job_freep) UnitJob *job = NULL;
+        int r;
+
+        r = job_new(bus, done, userdata, &job);
+        if (r < 0)
+                return r;
+        r = sd_bus_call_method_async(bus, &job->call, SYSTEMD_DEST, SYSTEMD_PATH, SYSTEMD_MANAGER,
+                                     "StopUnit", on_job_call_reply, job, "ss", name, "replace");
+        if (r < 0)
+                return r;
+        *ret = TAKE_PTR(job);
+        return 0;
+}
+
+int unit_reset_failed(sd_bus *bus, const char *name) {
+        return sd_bus_call_method_async(bus, NULL, SYSTEMD_DEST, SYSTEMD_PATH, SYSTEMD_MANAGER,
+                                        "ResetFailedUnit", NULL, NULL, "s", name);
+}
+
+int unit_get_state(sd_bus *bus, const char *name, char **ret_active_state, char **ret_result) {
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        _cleanup_free_ char *state = NULL, *result = NULL;
+        const char *path;
+        int r;
+
+        r = sd_bus_call_method(bus, SYSTEMD_DEST, SYSTEMD_PATH, SYSTEMD_MANAGER, "GetUnit", &error,
+                               &reply, "s", name);
+        if (r < 0)
+                return sd_bus_error_has_name(&error, "org.freedesktop.systemd1.NoSuchUnit") ? -ENOENT : r;
+        r = sd_bus_message_read(reply, "o", &path);
+        if (r < 0)
+                return r;
+        r = sd_bus_get_property_string(bus, SYSTEMD_DEST, path, "org.freedesktop.systemd1.Unit",
+                                       "ActiveState", &error, &state);
+        if (r < 0)
+                return r;
+        r = sd_bus_get_property_string(bus, SYSTEMD_DEST, path, "org.freedesktop.systemd1.Service",
+                                       "Result", &error, &result);
+        if (r < 0)
+                return r;
+        if (ret_active_state)
+                *ret_active_state = TAKE_PTR(state);
+        if (ret_result)
+                *ret_result = TAKE_PTR(result);
+        return 0;
+}
+
+char *unit_name_for_domain(const char *domain_name) {
+        GString *s = g_string_new("ferry-qemu-");
+
+        /* As systemd-escape: keep [A-Za-z0-9:_.] (not a leading '.'), '/' becomes '-',
+         * everything else \xNN. */
+        for (const char *p = domain_name; *p; p++) {
+                if (g_ascii_isalnum(*p) || *p == ':' || *p == '_' || (*p == '.' && p != domain_name))
+                        g_string_append_c(s, *p);
+                else
+                        g_string_append_printf(s, "\\x%02x", (unsigned char) *p);
+        }
+        g_string_append(s, ".service");
+        return g_string_free(s, FALSE);
+}

@@ -1,0 +1,47 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+#include <stdbool.h>
+#include <systemd/sd-bus.h>
+
+#include "macro.h"
+
+/* The one place that asks systemd (org.freedesktop.systemd1) for units: QEMU and transport
+ * helpers run as transient services, so that they outlive ferryd and are accounted, limited
+ * and logged by systemd like any service. */
+
+typedef struct UnitJob UnitJob;
+
+/* Called once when systemd has finished the job: error 0 means "done" (for a start job with
+ * Type=exec: the program was executed), else -errno with a message (job result or bus error). */
+typedef void (*UnitJobDone)(void *userdata, int error, const char *message);
+
+typedef struct TransientService {
+        const char *name;          /* "ferry-qemu-web1.service" */
+        const char *description;
+        const char *slice;         /* e.g. "machine.slice" */
+        char **argv;               /* argv[0] is the absolute path */
+        uint64_t stop_timeout_usec;/* SIGTERM, then SIGKILL after this long */
+} TransientService;
+
+/* Starts the unit; done is called when the start job finishes. The caller owns *ret and may
+ * lose interest with unit_job_free() (systemd's job goes on). */
+int unit_start_transient(sd_bus *bus, const TransientService *svc, UnitJobDone done, void *userdata,
+                         UnitJob **ret);
+
+/* StopUnit(name, "replace"): SIGTERM, escalating to SIGKILL after the unit's stop timeout. */
+int unit_stop(sd_bus *bus, const char *name, UnitJobDone done, void *userdata, UnitJob **ret);
+
+/* Forgets a failed unit of that name, so that the name can be used again. Fire and forget. */
+int unit_reset_failed(sd_bus *bus, const char *name);
+
+/* Synchronous query, for start-up only: ActiveState ("active", "failed", ...) and Result;
+ * -ENOENT if systemd does not know the unit. */
+int unit_get_state(sd_bus *bus, const char *name, char **ret_active_state, char **ret_result);
+
+UnitJob *unit_job_free(UnitJob *job);
+DEFINE_TRIVIAL_CLEANUP_FUNC(UnitJob *, unit_job_free);
+
+/* "ferry-qemu-" + name + ".service", with name escaped as systemd-escape does for a unit name
+ * component (our domain names are already restricted to safe characters). */
+char *unit_name_for_domain(const char *domain_name);
