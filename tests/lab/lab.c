@@ -8,6 +8,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <gio/gio.h>
+
 #include "lab.h"
 
 static char *lab_name;
@@ -191,4 +193,46 @@ gboolean lab_wait_for(const char *host, const char *script, guint timeout_ms) {
                         return FALSE;
                 g_usleep(100 * 1000);
         }
+}
+
+static char *interface_xml(GDBusInterfaceInfo *i) {
+        GString *s = g_string_new(NULL);
+        g_dbus_interface_info_generate_xml(i, 0, s);
+        return g_string_free(s, FALSE);
+}
+
+void lab_assert_introspection_matches(const char *host, const char *path, const char *interface) {
+        g_autofree char *file = g_strconcat(interface, ".xml", NULL);
+        g_autofree char *contract_path = g_build_filename(lab_source_dir(), "dbus-interfaces", file, NULL);
+        g_autoptr(GDBusNodeInfo) live = NULL, contract = NULL;
+        g_autofree char *text = NULL, *want = NULL, *got = NULL;
+        g_autoptr(GError) error = NULL;
+        g_auto(LabResult) r = {};
+        GDBusInterfaceInfo *live_iface, *contract_iface;
+        const char *argv[] = { "gdbus", "introspect", "--system", "--dest", "org.ferry.Ferry1",
+                               "--object-path", path, "--xml", NULL };
+
+        lab_exec(host, NULL, argv, &r);
+        g_assert_cmpint(r.status, ==, 0);
+        live = g_dbus_node_info_new_for_xml(r.out, &error);
+        g_assert_no_error(error);
+        g_assert_true(g_file_get_contents(contract_path, &text, NULL, NULL));
+        contract = g_dbus_node_info_new_for_xml(text, &error);
+        g_assert_no_error(error);
+
+        live_iface = g_dbus_node_info_lookup_interface(live, interface);
+        contract_iface = g_dbus_node_info_lookup_interface(contract, interface);
+        g_assert_nonnull(live_iface);
+        g_assert_nonnull(contract_iface);
+        want = interface_xml(contract_iface);
+        got = interface_xml(live_iface);
+        g_assert_cmpstr(got, ==, want);
+
+        /* And nothing of ours is published that the contract lacks. */
+        for (GDBusInterfaceInfo **i = live->interfaces; i && *i; i++)
+                if (g_str_has_prefix((*i)->name, "org.ferry.")) {
+                        g_autofree char *f = g_strconcat((*i)->name, ".xml", NULL);
+                        g_autofree char *p = g_build_filename(lab_source_dir(), "dbus-interfaces", f, NULL);
+                        g_assert_true(g_file_test(p, G_FILE_TEST_EXISTS));
+                }
 }

@@ -34,6 +34,10 @@ char *lab_host_dir(const char *host);
 /* Repeats script inside host until it exits 0, at most timeout_ms. Returns TRUE on success. */
 gboolean lab_wait_for(const char *host, const char *script, guint timeout_ms);
 
+/* Asserts that what ferryd publishes for interface at path (introspected inside host) equals
+ * dbus-interfaces/<interface>.xml, method by method, argument by argument. */
+void lab_assert_introspection_matches(const char *host, const char *path, const char *interface);
+
 /* Paths inside the build, valid inside hosts too (ferry-lab binds the build tree). */
 const char *lab_build_dir(void);
 const char *lab_source_dir(void);

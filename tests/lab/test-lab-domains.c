@@ -116,6 +116,20 @@ static void test_define_start_runs(void) {
         g_assert_nonnull(strstr(r.out, "running"));
 }
 
+static void test_introspection_equals_xml(void) {
+        g_auto(LabResult) r = {};
+        const char *argv[] = { "busctl", "call", "org.ferry.Ferry1", "/org/ferry/Ferry1",
+                               "org.ferry.Ferry1.Manager", "GetDomainByName", "s", "g1", NULL };
+
+        lab_exec(HOST, NULL, argv, &r);
+        g_assert_cmpint(r.status, ==, 0);
+        /* "o \"/org/ferry/Ferry1/domain/...\"" */
+        g_auto(GStrv) parts = g_strsplit(g_strstrip(r.out), "\"", -1);
+        g_assert_cmpuint(g_strv_length(parts), >=, 2);
+        g_assert_true(g_str_has_prefix(parts[1], "/org/ferry/Ferry1/domain/"));
+        lab_assert_introspection_matches(HOST, parts[1], "org.ferry.Ferry1.Domain");
+}
+
 static void test_wrong_states(void) {
         g_auto(LabResult) r = {};
 
@@ -330,6 +344,7 @@ int main(int argc, char *argv[]) {
         guest_kernel = g_build_filename(lab_build_dir(), "tests", "guest", "ferry-test-guest", NULL);
 
         g_test_add_func("/lab/domains/define-start-runs", test_define_start_runs);
+        g_test_add_func("/lab/domains/introspection-equals-xml", test_introspection_equals_xml);
         g_test_add_func("/lab/domains/wrong-states", test_wrong_states);
         g_test_add_func("/lab/domains/bad-definitions-change-nothing", test_bad_definitions_change_nothing);
         g_test_add_func("/lab/domains/unprivileged-reads-not-manages", test_unprivileged_reads_not_manages);
