@@ -107,15 +107,15 @@ static void image_open(struct image *im, const char *path, uint64_t dump_base)
         im->path = path;
         int fd = open(path, O_RDONLY | O_CLOEXEC);
         if (fd < 0)
-                die("cannot open %s", path);
+                die("cannot open %s: %s", path, strerror(errno));
         struct stat st;
         if (fstat(fd, &st) < 0)
-                die("cannot stat %s", path);
+                die("cannot stat %s: %s", path, strerror(errno));
         im->size = (size_t)st.st_size;
         if (im->size) {
                 void *m = mmap(NULL, im->size, PROT_READ, MAP_PRIVATE, fd, 0);
                 if (m == MAP_FAILED)
-                        die("cannot map %s", path);
+                        die("cannot map %s: %s", path, strerror(errno));
                 im->map = m;
         }
         close(fd);

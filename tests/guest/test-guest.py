@@ -17,12 +17,15 @@ import time
 GUEST, CHECK = (os.path.abspath(p) for p in sys.argv[1:3])
 QEMU = shutil.which('qemu-system-x86_64')
 FILL, DIRTY, SEED = 32 << 20, 1 << 20, 7
-APPEND = f'fill={FILL >> 20}M dirty={DIRTY >> 20}M seed={SEED}'
+# QEMU 7.2 under TCG loses guest writes during migration (README.md, "QEMU and TCG"): a RAM
+# size that is not a multiple of 256 KiB avoids the systematic loss, a dirtying rate limit makes
+# the remaining race rare. FERRY_GUEST_TEST_MEM=128 FERRY_GUEST_TEST_RATE=0 shows the loss.
+MEM = os.environ.get('FERRY_GUEST_TEST_MEM', '131080K')
+RATE = os.environ.get('FERRY_GUEST_TEST_RATE', '4M')
+APPEND = f'fill={FILL >> 20}M dirty={DIRTY >> 20}M seed={SEED} rate={RATE}'
 BASE = 0x200000
 DUMP_SIZE = BASE + FILL  # pmemsave val=0: file offset = guest physical address
 WAIT = 30  # seconds, for any one thing to happen
-# Not a multiple of 256 KiB: QEMU before 9.0 loses TCG writes in migration otherwise (README.md)
-MEM = os.environ.get('FERRY_GUEST_TEST_MEM', '131080K')
 
 PLAN = [
     'boot on pc: banner, READY, ALIVE',
