@@ -387,6 +387,7 @@ static void on_unit_started(void *userdata, int error, const char *message) {
 }
 
 int domain_start(Domain *d, bool paused, DomainDone done, void *userdata) {
+        g_autofree char *description = NULL;
         g_auto(GStrv) argv = NULL;
         QemuLaunchParams p;
         int r;
@@ -424,7 +425,7 @@ int domain_start(Domain *d, bool paused, DomainDone done, void *userdata) {
         /* The unit may linger as "failed" from an earlier crash. */
         (void) unit_reset_failed(manager_bus(d->manager), d->unit);
 
-        g_autofree char *description = g_strdup_printf("Ferry guest %s", d->def->name);
+        description = g_strdup_printf("Ferry guest %s", d->def->name);
         TransientService svc = {
                 .name = d->unit,
                 .description = description,
