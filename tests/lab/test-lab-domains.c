@@ -247,6 +247,111 @@ static void test_unprivileged_reads_not_manages(void) {
         g_unlink(rules);
 }
 
+static void test_signals(void) {
+        g_auto(LabResult) r = {};
+
+        /* gdbus monitor says "Monitoring signals ..." once it has subscribed: no race. */
+        lab_sh(HOST, NULL,
+               "(timeout 60 gdbus monitor --system --dest org.ferry.Ferry1 > /run/ferry-test/monitor.log 2>&1 &)", &r);
+        g_assert_cmpint(r.status, ==, 0);
+        g_assert_true(lab_wait_for(HOST, "grep -q 'Monitoring signals' /run/ferry-test/monitor.log", 10000));
+
+        define_guest("g4");
+        g_assert_true(lab_wait_for(HOST,
+                "grep 'InterfacesAdded' /run/ferry-test/monitor.log | grep -q \"'org.ferry.Ferry1.Domain'\"", 10000));
+        lab_result_clear(&r);
+        CTL(&r, "start", "g4");
+        g_assert_cmpint(r.status, ==, 0);
+        g_assert_true(lab_wait_for(HOST,
+                "grep 'PropertiesChanged' /run/ferry-test/monitor.log | grep -q \"'State': <'running'>\"", 10000));
+        lab_result_clear(&r);
+        CTL(&r, "destroy", "g4");
+        g_assert_cmpint(r.status, ==, 0);
+        g_assert_true(lab_wait_for(HOST,
+                "grep 'PropertiesChanged' /run/ferry-test/monitor.log | grep -q \"'StateReason': <'destroyed'>\"", 10000));
+        lab_result_clear(&r);
+        CTL(&r, "undefine", "g4");
+        g_assert_cmpint(r.status, ==, 0);
+        g_assert_true(lab_wait_for(HOST, "grep -q 'InterfacesRemoved' /run/ferry-test/monitor.log", 10000));
+}
+
+static void test_more_wrong_calls(void) {
+        g_auto(LabResult) r = {};
+        g_autofree char *path = NULL;
+
+        /* Same UUID as an existing domain, other name. */
+        define_guest("g5");
+        g_autofree char *uuid = dominfo_field("g5", "UUID");
+        g_autofree char *twin = g_strdup_printf(
+                "<domain type='kvm'><name>g5-twin</name><uuid>%s</uuid><memory unit='MiB'>64</memory>"
+                "<os><type>hvm</type></os></domain>", uuid);
+        path = host_file("twin.xml", twin);
+        CTL(&r, "define", path);
+        g_assert_cmpint(r.status, ==, 1);
+        g_assert_nonnull(strstr(r.err, "org.ferry.Ferry1.Error.DomainExists"));
+        lab_result_clear(&r);
+
+        CTL(&r, "shutdown", "g5");
+        g_assert_cmpint(r.status, ==, 1);
+        g_assert_nonnull(strstr(r.err, "InvalidState"));
+        lab_result_clear(&r);
+        CTL(&r, "suspend", "g5");
+        g_assert_cmpint(r.status, ==, 1);
+        g_assert_nonnull(strstr(r.err, "InvalidState"));
+        lab_result_clear(&r);
+
+        /* Unknown flags and bad arguments on the raw API. */
+        const char *flags[] = { "busctl", "call", "org.ferry.Ferry1", "/org/ferry/Ferry1", "org.ferry.Ferry1.Manager",
+                                "ListDomains", "t", "4", NULL };
+        lab_exec(HOST, NULL, flags, &r);
+        g_assert_cmpint(r.status, !=, 0);
+        g_assert_nonnull(strstr(r.err, "Unknown flags"));
+        lab_result_clear(&r);
+        const char *name[] = { "busctl", "call", "org.ferry.Ferry1", "/org/ferry/Ferry1", "org.ferry.Ferry1.Manager",
+                               "GetDomainByName", "s", "../etc", NULL };
+        lab_exec(HOST, NULL, name, &r);
+        g_assert_cmpint(r.status, !=, 0);
+        g_assert_nonnull(strstr(r.err, "Invalid domain name"));
+        lab_result_clear(&r);
+
+        /* Unknown domain: virsh's wording and exit code. */
+        CTL(&r, "start", "nosuch");
+        g_assert_cmpint(r.status, ==, 1);
+        g_assert_nonnull(strstr(r.err, "error: failed to get domain 'nosuch'"));
+        g_assert_nonnull(strstr(r.err, "org.ferry.Ferry1.Error.NoSuchDomain"));
+}
+
+static void test_autostart_at_boot(void) {
+        g_auto(LabResult) r = {};
+
+        CTL(&r, "autostart", "g5");
+        g_assert_cmpint(r.status, ==, 0);
+        g_autofree char *autostart = dominfo_field("g5", "Autostart");
+        g_assert_cmpstr(autostart, ==, "enable");
+        lab_result_clear(&r);
+
+        /* What a reboot does to ferryd: /run is empty, and the enabled unit starts. */
+        lab_sh(HOST, NULL, "systemctl stop ferryd.service && rm -f /run/ferry/autostarted && "
+                           "systemctl start ferryd.service", &r);
+        g_assert_cmpint(r.status, ==, 0);
+        g_assert_true(lab_wait_for(HOST, "ferryctl dominfo g5 | grep -q 'State: *running'", 30000));
+        lab_result_clear(&r);
+
+        /* Once per boot only: a later activation does not start it again. */
+        CTL(&r, "destroy", "g5");
+        g_assert_cmpint(r.status, ==, 0);
+        lab_result_clear(&r);
+        lab_sh(HOST, NULL, "systemctl restart ferryd.service", &r);
+        g_autofree char *state = dominfo_field("g5", "State");
+        g_assert_cmpstr(state, ==, "shut off");
+        lab_result_clear(&r);
+        CTL(&r, "undefine", "g5");
+        g_assert_cmpint(r.status, ==, 0);
+        g_autofree char *dir = lab_host_dir(HOST);
+        g_autofree char *link = g_build_filename(dir, "etc-ferry", "domains", "autostart", "g5.xml", NULL);
+        g_assert_false(g_file_test(link, G_FILE_TEST_EXISTS));
+}
+
 static void test_sigkill_ferryd_reattaches(void) {
         g_auto(LabResult) r = {};
 
@@ -348,6 +453,9 @@ int main(int argc, char *argv[]) {
         g_test_add_func("/lab/domains/wrong-states", test_wrong_states);
         g_test_add_func("/lab/domains/bad-definitions-change-nothing", test_bad_definitions_change_nothing);
         g_test_add_func("/lab/domains/unprivileged-reads-not-manages", test_unprivileged_reads_not_manages);
+        g_test_add_func("/lab/domains/signals", test_signals);
+        g_test_add_func("/lab/domains/more-wrong-calls", test_more_wrong_calls);
+        g_test_add_func("/lab/domains/autostart-at-boot", test_autostart_at_boot);
         g_test_add_func("/lab/domains/sigkill-ferryd-reattaches", test_sigkill_ferryd_reattaches);
         g_test_add_func("/lab/domains/qemu-died-while-ferryd-away", test_qemu_died_while_ferryd_away);
         g_test_add_func("/lab/domains/destroy-removes-units", test_destroy_removes_units);
