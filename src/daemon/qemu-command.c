@@ -212,7 +212,12 @@ int qemu_build_argv(const DomainDef *def, const QemuLaunchParams *p, char ***ret
                 arg(a, cpu_model(def, kvm));
         }
         arg(a, "-m");
-        argf(a, "%" G_GUINT64_FORMAT, (def->memory_kib + 1023) / 1024);   /* MiB, rounded up */
+        /* KiB when not a whole number of MiB (QEMU takes any multiple of the page size):
+         * the guest gets exactly what the definition says. */
+        if (def->memory_kib % 1024 == 0)
+                argf(a, "%" G_GUINT64_FORMAT, def->memory_kib / 1024);
+        else
+                argf(a, "%" G_GUINT64_FORMAT "K", (def->memory_kib + 3) / 4 * 4);
         arg(a, "-smp");
         argf(a, "%u", def->vcpus);
         /* QEMU may not spawn, setuid, or change its own scheduling/affinity: a compromised

@@ -82,7 +82,7 @@ static void test_argv(void) {
         assert_pair(argv, "-machine", "q35,usb=off,dump-guest-core=off,acpi=on");
         assert_pair(argv, "-accel", "tcg");
         assert_pair(argv, "-cpu", "max");
-        assert_pair(argv, "-m", "214");           /* 219100 KiB rounded up to MiB */
+        assert_pair(argv, "-m", "219100K");       /* not whole MiB: exactly, in KiB */
         assert_pair(argv, "-smp", "3");
         assert_pair(argv, "-qmp", "unix:/run/ferry/domains/x/qmp.sock,server=on,wait=off");
         assert_pair(argv, "-vnc", "unix:/run/ferry/domains/x/vnc.sock");
