@@ -207,7 +207,10 @@ void ctl_domain_help(void) {
                "  resume DOMAIN                  let them run again\n"
                "  dumpxml DOMAIN [--inactive] [--migratable]\n"
                "  dominfo DOMAIN\n"
-               "  autostart DOMAIN [--disable]   start the domain when the host boots\n");
+               "  autostart DOMAIN [--disable]   start the domain when the host boots\n\n"
+               "  migrate [--p2p] [--live] [--verbose] [--suspend] [--bandwidth MiB]\n"
+               "          [--max-downtime MS] [--migrateuri URI] DOMAIN DEST-URI\n"
+               "                                 live-migrate to another host's ferryd (peer to peer)\n");
 }
 
 /* Parses "VERB ARG [--option]..." with the options a verb allows. */

@@ -18,3 +18,5 @@ int ctl_find_domain(sd_bus *bus, const char *name_or_uuid, char **ret_path);
 
 int ctl_domain_verb(const char *verb, int argc, char **argv, bool *ret_handled);
 void ctl_domain_help(void);
+
+int ctl_migrate(int argc, char **argv);

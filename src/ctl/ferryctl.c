@@ -118,6 +118,7 @@ typedef struct Verb {
 static const Verb verbs[] = {
         { "version", cmd_version },
         { "reload", cmd_reload },
+        { "migrate", ctl_migrate },
 };
 
 int main(int argc, char *argv[]) {
@@ -151,7 +152,10 @@ int main(int argc, char *argv[]) {
         }
         for (size_t i = 0; i < ELEMENTSOF(verbs); i++)
                 if (strcmp(argv[optind], verbs[i].name) == 0)
-                        return verbs[i].run(argc - optind, argv + optind) < 0 ? 1 : 0;
+                {
+                        int k = verbs[i].run(argc - optind, argv + optind);
+                        return k == CTL_USAGE_ERROR ? 2 : k < 0 ? 1 : 0;
+                }
 
         bool handled;
         int r = ctl_domain_verb(argv[optind], argc - optind, argv + optind, &handled);

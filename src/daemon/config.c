@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <glib.h>
+#include <stdio.h>
 #include <string.h>
 #include <syslog.h>
 
@@ -17,12 +18,15 @@ static const KnownKey known_keys[] = {
         { "Daemon", "IdleTimeoutSec" },
         { "Daemon", "LogLevel" },
         { "Daemon", "Hostname" },
+        { "Migration", "Ports" },
 };
 
 void config_init(Config *c) {
         *c = (Config) {
                 .idle_timeout_sec = CONFIG_IDLE_TIMEOUT_SEC_DEFAULT,
                 .log_level = LOG_INFO,
+                .migration_port_min = CONFIG_MIGRATION_PORT_MIN_DEFAULT,
+                .migration_port_max = CONFIG_MIGRATION_PORT_MAX_DEFAULT,
         };
 }
 
@@ -122,6 +126,19 @@ int config_parse(Config *c, const char *text, size_t length, const char *origin)
                         return -EINVAL;
                 }
                 n.log_level = l;
+                v = mfree(v);
+        }
+
+        if (get_string(kf, "Migration", "Ports", &v) > 0) {
+                unsigned lo, hi;
+                char extra;
+                if (sscanf(v, "%u-%u%c", &lo, &hi, &extra) != 2 || lo < 1024 || hi > 65535 || lo > hi) {
+                        log_error("%s: [Migration] Ports=%s is not a range like 49152-49215 within 1024-65535.",
+                                  origin, v);
+                        return -EINVAL;
+                }
+                n.migration_port_min = (uint16_t) lo;
+                n.migration_port_max = (uint16_t) hi;
                 v = mfree(v);
         }
 

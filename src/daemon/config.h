@@ -8,6 +8,8 @@
 #define CONFIG_IDLE_TIMEOUT_SEC_DEFAULT 120u
 #define CONFIG_IDLE_TIMEOUT_SEC_MAX (24u * 3600u)
 #define CONFIG_HOSTNAME_MAX 253u /* DNS name length */
+#define CONFIG_MIGRATION_PORT_MIN_DEFAULT 49152
+#define CONFIG_MIGRATION_PORT_MAX_DEFAULT 49215
 
 typedef struct Config {
         /* seconds without calls, domains in transition or migrations before ferryd exits;
@@ -15,6 +17,7 @@ typedef struct Config {
         unsigned idle_timeout_sec;
         int log_level;            /* LOG_* */
         char *hostname;           /* name peers use to reach this host; NULL: gethostname() */
+        uint16_t migration_port_min, migration_port_max; /* incoming migrations listen here */
 } Config;
 
 void config_init(Config *c);

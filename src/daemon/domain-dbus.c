@@ -11,6 +11,10 @@
 #include "ferry-bus.h"
 #include "log.h"
 #include "manager.h"
+#include "migration-dbus.h"
+#include "migration.h"
+#include <inttypes.h>
+#include <glib.h>
 
 #define SHUTDOWN_TIMEOUT_MAX_USEC (3600ULL * 1000000ULL)
 
@@ -209,6 +213,44 @@ static int method_set_autostart(sd_bus_message *msg, void *userdata, sd_bus_erro
         return sd_bus_reply_method_return(msg, NULL);
 }
 
+static int method_migrate(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        _cleanup_(migration_options_done) MigrationOptions options = {};
+        g_autofree char *why = NULL;
+        const char *uri;
+        Domain *d = userdata;
+        Migration *mig;
+        uint64_t flags;
+        int r;
+
+        r = sd_bus_message_read(msg, "s", &uri);
+        if (r < 0)
+                return r;
+        r = migration_options_read(msg, &options, error);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_read(msg, "t", &flags);
+        if (r < 0)
+                return r;
+        if (flags != 0)
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Unknown flags 0x%" PRIx64 ".", flags);
+        const char *details[] = { "domain_name", d->def->name, "domain_uuid", d->uuid_string,
+                                  "destination", uri, NULL };
+        r = polkit_verify(d->manager->polkit, msg, FERRY_ACTION_MIGRATE, details, error);
+        if (r <= 0)
+                return r < 0 ? r : 1;
+
+        r = migration_start_outgoing(d, uri, &options, &mig, &why);
+        if (r == -EINVAL)
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Invalid URI: %s", strna(why));
+        if (r == -E2BIG)
+                return sd_bus_error_setf(error, SD_BUS_ERROR_LIMITS_EXCEEDED,
+                                         "Too many migrations at once (at most %u).", MIGRATIONS_MAX);
+        if (r < 0)
+                return errno_to_bus(error, r, "migrate", d);
+        /* The job is announced already; the client may go away now, the migration goes on. */
+        return sd_bus_reply_method_return(msg, "o", mig->object_path);
+}
+
 static int property_get_name(sd_bus *bus, const char *path, const char *interface, const char *property,
                              sd_bus_message *reply, void *userdata, sd_bus_error *error) {
         Domain *d = userdata;
@@ -326,6 +368,8 @@ static const sd_bus_vtable domain_vtable[] = {
                                 method_get_xml, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("SetAutostart", SD_BUS_ARGS("b", autostart), SD_BUS_NO_RESULT,
                                 method_set_autostart, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("Migrate", SD_BUS_ARGS("s", destination_uri, "a{sv}", options, "t", flags),
+                                SD_BUS_RESULT("o", migration), method_migrate, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_VTABLE_END
 };
 

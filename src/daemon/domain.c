@@ -13,6 +13,7 @@
 
 #include "domain-store.h"
 #include "domain.h"
+#include "migration.h"
 #include "ferry-bus.h"
 #include "log.h"
 #include "manager.h"
@@ -113,6 +114,8 @@ Domain *domain_free(Domain *d) {
         free(d->unit);
         free(d->run_dir);
         free(d->qmp_path);
+        free(d->incoming_uri);
+        domain_def_free(d->incoming_def);
         return mfree(d);
 }
 
@@ -145,8 +148,11 @@ static int op_begin(Domain *d, DomainOperation op, DomainDone done, void *userda
  * domain was transient. */
 static void domain_stopped(Domain *d, DomainState state, const char *reason, int op_error,
                            const char *op_message) {
+        Migration *migration = TAKE_PTR(d->migration);
+
         release_qemu(d);
         d->live_def = domain_def_free(d->live_def);
+        d->incoming_uri = mfree(d->incoming_uri);
         d->exit_expected = false;
         d->exit_reason = NULL;
         domain_store_remove_live(d);
@@ -157,6 +163,8 @@ static void domain_stopped(Domain *d, DomainState state, const char *reason, int
 
         if (d->op != DOMAIN_OP_NONE)
                 op_finish(d, op_error, op_message);
+        if (migration)
+                migration_domain_stopped(migration);
         if (!d->persistent)
                 manager_remove_domain(d->manager, d);
 }
@@ -182,14 +190,21 @@ static void stop_qemu_after_failure(Domain *d, int error, const char *message) {
 
 /* ---- QMP ---- */
 
+static void start_listening(Domain *d);
+
 static void on_monitor_event(QemuMonitor *mon, const char *name, JsonObject *data, void *userdata) {
         Domain *d = userdata;
 
-        if (strcmp(name, "STOP") == 0) {
+        if (strcmp(name, "MIGRATION") == 0) {
+                const char *status = data ? json_object_get_string_member_with_default(data, "status", NULL) : NULL;
+                if (d->migration && status)
+                        migration_qemu_event(d->migration, status);
+        } else if (strcmp(name, "STOP") == 0) {
                 if (d->state == DOMAIN_RUNNING)
-                        set_state(d, DOMAIN_PAUSED, d->op == DOMAIN_OP_SUSPEND ? REASON_USER : REASON_UNKNOWN);
+                        set_state(d, DOMAIN_PAUSED, d->op == DOMAIN_OP_SUSPEND ? REASON_USER :
+                                                    d->op == DOMAIN_OP_MIGRATE ? REASON_MIGRATION : REASON_UNKNOWN);
         } else if (strcmp(name, "RESUME") == 0) {
-                set_state(d, DOMAIN_RUNNING, d->op == DOMAIN_OP_RESUME ? REASON_UNPAUSED :
+                set_state(d, DOMAIN_RUNNING, d->op == DOMAIN_OP_RESUME ? (d->pending_reason ?: REASON_UNPAUSED) :
                                              d->op == DOMAIN_OP_START ? REASON_BOOTED : REASON_UNKNOWN);
         } else if (strcmp(name, "SHUTDOWN") == 0) {
                 bool guest = data && json_object_has_member(data, "guest") &&
@@ -233,7 +248,8 @@ static void on_cont_reply(QemuMonitor *mon, int error, const char *error_class, 
                 set_state(d, DOMAIN_RUNNING, REASON_BOOTED);
                 op_finish(d, 0, NULL);
         } else if (d->op == DOMAIN_OP_RESUME) {
-                set_state(d, DOMAIN_RUNNING, REASON_UNPAUSED);
+                set_state(d, DOMAIN_RUNNING, d->pending_reason ?: REASON_UNPAUSED);
+                d->pending_reason = NULL;
                 op_finish(d, 0, NULL);
         }
 }
@@ -278,6 +294,12 @@ static void on_status_reply(QemuMonitor *mon, int error, const char *error_class
                 return;
         }
 
+        /* Starting as a migration destination: have QEMU listen for the stream. */
+        if (d->incoming_uri) {
+                start_listening(d);
+                return;
+        }
+
         /* Starting: QEMU was started with -S and waits for us. */
         if (d->start_paused) {
                 set_state(d, DOMAIN_PAUSED, REASON_USER);
@@ -285,6 +307,36 @@ static void on_status_reply(QemuMonitor *mon, int error, const char *error_class
                 return;
         }
         (void) qemu_monitor_command(mon, "cont", NULL, 0, on_cont_reply, d);
+}
+
+static void on_incoming_reply(QemuMonitor *mon, int error, const char *error_class, const char *error_desc,
+                              JsonNode *ret, void *userdata) {
+        Domain *d = userdata;
+
+        if (error < 0) {
+                stop_qemu_after_failure(d, error, error_desc ?: "QEMU cannot listen for the migration stream");
+                return;
+        }
+        set_state(d, DOMAIN_PAUSED, REASON_MIGRATION);
+        op_finish(d, 0, NULL);
+}
+
+static void start_listening(Domain *d) {
+        JsonObject *caps_arg = json_object_new();
+        JsonArray *caps = json_array_new();
+        JsonObject *events = json_object_new();
+        JsonObject *incoming = json_object_new();
+
+        /* MIGRATION events on this side too, so Finish knows when the stream is complete. */
+        json_object_set_string_member(events, "capability", "events");
+        json_object_set_boolean_member(events, "state", true);
+        json_array_add_object_element(caps, events);
+        json_object_set_array_member(caps_arg, "capabilities", caps);
+        (void) qemu_monitor_command(d->monitor, "migrate-set-capabilities", caps_arg, 0, NULL, NULL);
+
+        json_object_set_string_member(incoming, "uri", d->incoming_uri);
+        if (qemu_monitor_command(d->monitor, "migrate-incoming", incoming, 0, on_incoming_reply, d) < 0)
+                stop_qemu_after_failure(d, -EIO, "cannot send migrate-incoming");
 }
 
 static void on_monitor_ready(QemuMonitor *mon, void *userdata) {
@@ -408,12 +460,13 @@ int domain_start(Domain *d, bool paused, DomainDone done, void *userdata) {
                 .runtime_dir = d->run_dir,
                 .kvm = manager_kvm_available(d->manager),
                 .start_paused = true,    /* always: we connect before the guest runs */
+                .incoming_defer = d->incoming_uri != NULL,
         };
-        r = qemu_build_argv(d->def, &p, &argv);
+        r = qemu_build_argv(d->incoming_def ?: d->def, &p, &argv);
         if (r < 0)
                 goto fail;
 
-        d->live_def = domain_def_copy(d->def);
+        d->live_def = d->incoming_def ? TAKE_PTR(d->incoming_def) : domain_def_copy(d->def);
         if (!d->live_def) {
                 r = -ENOMEM;
                 goto fail;
@@ -667,4 +720,79 @@ int domain_reattach(Manager *m, const char *run_dir) {
         }
         log_info("Domain %s: re-attaching to %s.", d->def->name, d->unit);
         return 0;
+}
+
+QemuMonitor *domain_monitor(Domain *d) {
+        return d->monitor && qemu_monitor_is_ready(d->monitor) ? d->monitor : NULL;
+}
+
+int domain_start_incoming(Domain *d, const char *incoming_uri, DomainDone done, void *userdata) {
+        int r;
+
+        d->incoming_uri = strdup(incoming_uri);
+        if (!d->incoming_uri)
+                return -ENOMEM;
+        r = domain_start(d, true, done, userdata);
+        if (r < 0)
+                d->incoming_uri = mfree(d->incoming_uri);
+        return r;
+}
+
+int domain_begin_migration(Domain *d, Migration *m) {
+        if (d->op != DOMAIN_OP_NONE || d->reattaching)
+                return -EBUSY;
+        d->op = DOMAIN_OP_MIGRATE;
+        d->migration = m;
+        return 0;
+}
+
+void domain_end_migration(Domain *d) {
+        d->migration = NULL;
+        if (d->op == DOMAIN_OP_MIGRATE) {
+                d->op = DOMAIN_OP_NONE;
+                manager_check_idle(d->manager);
+        }
+}
+
+void domain_confirm_migrated_out(Domain *d) {
+        d->exit_expected = true;
+        d->exit_reason = REASON_MIGRATED;
+        if (!d->monitor || qemu_monitor_command(d->monitor, "quit", NULL, 0, NULL, NULL) < 0) {
+                d->unit_job = unit_job_free(d->unit_job);
+                if (unit_stop(manager_bus(d->manager), d->unit, on_unit_stopped, d, &d->unit_job) < 0)
+                        domain_stopped(d, DOMAIN_SHUTOFF, REASON_MIGRATED, 0, NULL);
+        }
+}
+
+int domain_run_after_migration(Domain *d, bool paused, const char *reason, DomainDone done, void *userdata) {
+        int r;
+
+        if (!d->monitor || !qemu_monitor_is_ready(d->monitor))
+                return -ENOTCONN;
+        if (paused) {
+                set_state(d, DOMAIN_PAUSED, reason);
+                if (done)
+                        done(userdata, 0, NULL);
+                return 0;
+        }
+        r = op_begin(d, DOMAIN_OP_RESUME, done, userdata);
+        if (r < 0)
+                return r;
+        d->pending_reason = reason;
+        r = qemu_monitor_command(d->monitor, "cont", NULL, 0, on_cont_reply, d);
+        if (r < 0) {
+                d->op = DOMAIN_OP_NONE;
+                d->op_done = NULL;
+        }
+        return r;
+}
+
+void domain_discard_incoming(Domain *d) {
+        d->exit_expected = true;
+        d->exit_reason = REASON_FAILED;
+        if (d->monitor && qemu_monitor_command(d->monitor, "quit", NULL, 0, NULL, NULL) >= 0)
+                return;
+        d->unit_job = unit_job_free(d->unit_job);
+        if (unit_stop(manager_bus(d->manager), d->unit, on_unit_stopped, d, &d->unit_job) < 0)
+                domain_stopped(d, DOMAIN_SHUTOFF, REASON_FAILED, 0, NULL);
 }

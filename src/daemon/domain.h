@@ -15,6 +15,7 @@
 typedef struct Manager Manager;
 typedef struct QemuMonitor QemuMonitor;
 typedef struct UnitJob UnitJob;
+typedef struct Migration Migration;
 
 typedef enum DomainState {
         DOMAIN_SHUTOFF,
@@ -37,6 +38,7 @@ typedef enum DomainState {
 #define REASON_PANICKED "panicked"
 #define REASON_MIGRATION "migration"
 #define REASON_MIGRATED "migrated"
+#define REASON_MIGRATION_CANCELLED "migration-cancelled"
 
 /* Which properties changed, for PropertiesChanged. */
 typedef enum DomainChange {
@@ -56,6 +58,7 @@ typedef enum DomainOperation {
         DOMAIN_OP_DESTROY,
         DOMAIN_OP_SUSPEND,
         DOMAIN_OP_RESUME,
+        DOMAIN_OP_MIGRATE,         /* held by a Migration from Begin to Confirm */
 } DomainOperation;
 
 typedef struct Domain {
@@ -87,6 +90,11 @@ typedef struct Domain {
         bool exit_expected;        /* we asked QEMU to go: its exit is not a crash */
         const char *exit_reason;   /* reason for shutoff once it has gone */
         bool reattaching;
+
+        char *incoming_uri;        /* starting as a migration destination: QEMU listens here */
+        DomainDef *incoming_def;   /* ... and runs this definition (the source's) */
+        const char *pending_reason;/* the reason a pending resume will give (REASON_*) */
+        Migration *migration;      /* the migration in progress, if any */
 } Domain;
 
 /* Limits */
@@ -125,6 +133,21 @@ int domain_reattach(Manager *m, const char *run_dir);
 
 /* The text of the live or inactive definition (see DomainFormatFlags). */
 char *domain_get_xml(Domain *d, DomainFormatFlags flags);
+
+/* Migration support (migration.c drives these). */
+QemuMonitor *domain_monitor(Domain *d);
+/* Destination: starts QEMU with -incoming defer and has it listen on incoming_uri (QEMU syntax);
+ * done when it listens. The domain is then paused (reason migration) and owned by the migration. */
+int domain_start_incoming(Domain *d, const char *incoming_uri, DomainDone done, void *userdata);
+/* Takes (or gives back) the domain's operation slot for a migration. */
+int domain_begin_migration(Domain *d, Migration *m);
+void domain_end_migration(Domain *d);
+/* Source, after a good Finish: QEMU goes, the domain is shut off (reason migrated); a transient
+ * domain disappears. Destination, Finish: the guest runs (reason migrated) or stays paused. */
+void domain_confirm_migrated_out(Domain *d);
+int domain_run_after_migration(Domain *d, bool paused, const char *reason, DomainDone done, void *userdata);
+/* Throws away a domain that never ran here (a failed incoming migration). */
+void domain_discard_incoming(Domain *d);
 
 /* True while an operation is running (keeps ferryd from exiting on idle). */
 bool domain_is_busy(const Domain *d);

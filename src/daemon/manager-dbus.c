@@ -9,6 +9,8 @@
 
 #include "build-config.h"
 #include "bus-util.h"
+#include "migration-dbus.h"
+#include "migration.h"
 #include "ferry-bus.h"
 #include "log.h"
 #include "manager-dbus.h"
@@ -297,12 +299,63 @@ static int method_create_domain(sd_bus_message *msg, void *userdata, sd_bus_erro
         return 1;
 }
 
+static int property_get_host_uuid(sd_bus *bus, const char *path, const char *interface,
+                                  const char *property, sd_bus_message *reply, void *userdata,
+                                  sd_bus_error *error) {
+        Manager *m = userdata;
+        return sd_bus_message_append(reply, "s", manager_host_uuid(m));
+}
+
+static void on_prepared(void *userdata, Migration *mig, int error, const char *message, const char *uri) {
+        sd_bus_message *msg = userdata;
+
+        if (error < 0)
+                (void) sd_bus_reply_method_errorf(msg, FERRY_ERROR_MIGRATION_FAILED, "Prepare failed: %s",
+                                                  message ?: strerror(-error));
+        else
+                (void) sd_bus_reply_method_return(msg, "os", mig->object_path, uri);
+        sd_bus_message_unref(msg);
+}
+
+static int method_prepare_migration(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        _cleanup_(migration_options_done) MigrationOptions options = {};
+        g_autofree char *why = NULL;
+        Manager *m = userdata;
+        const char *xml;
+        int r;
+
+        r = sd_bus_message_read(msg, "s", &xml);
+        if (r < 0)
+                return r;
+        r = migration_options_read(msg, &options, error);
+        if (r < 0)
+                return r;
+        r = polkit_verify(m->polkit, msg, FERRY_ACTION_MIGRATE_INCOMING, NULL, error);
+        if (r <= 0)
+                return r < 0 ? r : 1;
+
+        r = migration_prepare_incoming(m, xml, &options, on_prepared, sd_bus_message_ref(msg), &why);
+        if (r < 0) {
+                sd_bus_message_unref(msg);
+                if (r == -EEXIST)
+                        return sd_bus_error_setf(error, FERRY_ERROR_DOMAIN_EXISTS, "%s", strna(why));
+                if (r == -EINVAL)
+                        return sd_bus_error_setf(error, FERRY_ERROR_INVALID_DEFINITION, "%s", strna(why));
+                if (r == -E2BIG)
+                        return sd_bus_error_setf(error, SD_BUS_ERROR_LIMITS_EXCEEDED, "Too many migrations or domains.");
+                return sd_bus_error_setf(error, FERRY_ERROR_MIGRATION_FAILED, "Prepare failed: %s",
+                                         why ?: strerror(-r));
+        }
+        return 1;
+}
+
 static const sd_bus_vtable manager_vtable[] = {
         SD_BUS_VTABLE_START(0),
         SD_BUS_PROPERTY("Version", "s", property_get_version, 0, SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("Hostname", "s", property_get_hostname, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("IdleTimeoutUSec", "t", property_get_idle_timeout, 0,
                         SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("HostUUID", "s", property_get_host_uuid, 0, SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_METHOD("Reload", NULL, NULL, method_reload, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("ListDomains", SD_BUS_ARGS("t", flags), SD_BUS_RESULT("ao", domains),
                                 method_list_domains, SD_BUS_VTABLE_UNPRIVILEGED),
@@ -312,6 +365,10 @@ static const sd_bus_vtable manager_vtable[] = {
                                 method_get_domain_by_uuid, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("DefineDomain", SD_BUS_ARGS("s", xml), SD_BUS_RESULT("o", domain),
                                 method_define_domain, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("PrepareMigration", SD_BUS_ARGS("s", xml, "a{sv}", options),
+                                SD_BUS_RESULT("o", migration, "s", hypervisor_uri),
+                                method_prepare_migration, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_SIGNAL_WITH_ARGS("MigrationEnded", SD_BUS_ARGS("o", migration, "s", state, "s", error_name), 0),
         SD_BUS_METHOD_WITH_ARGS("CreateDomain", SD_BUS_ARGS("s", xml, "t", flags), SD_BUS_RESULT("o", domain),
                                 method_create_domain, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_VTABLE_END

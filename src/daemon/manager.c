@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <systemd/sd-daemon.h>
+#include <systemd/sd-id128.h>
+#include <stdio.h>
 #include <unistd.h>
 
 #include "build-config.h"
@@ -16,6 +18,8 @@
 #include "log.h"
 #include "manager-dbus.h"
 #include "manager.h"
+#include "migration-dbus.h"
+#include "migration.h"
 
 #define USEC_PER_SEC 1000000ULL
 
@@ -85,6 +89,13 @@ int manager_new(const char *config_path, Manager **ret) {
         if (!m->config_path || !m->polkit || !m->config_dir || !m->runtime_dir)
                 return -ENOMEM;
         m->kvm = access("/dev/kvm", R_OK | W_OK) == 0;
+        m->migrations = g_hash_table_new(g_direct_hash, g_direct_equal);
+        m->next_migration_id = 1;
+        sd_id128_t machine;
+        if (sd_id128_get_machine(&machine) >= 0)
+                snprintf(m->host_uuid, sizeof(m->host_uuid), SD_ID128_UUID_FORMAT_STR, SD_ID128_FORMAT_VAL(machine));
+        else
+                snprintf(m->host_uuid, sizeof(m->host_uuid), "00000000-0000-0000-0000-000000000000");
 
         r = load_config(m);
         if (r < 0)
@@ -101,6 +112,13 @@ Manager *manager_free(Manager *m) {
         if (!m)
                 return NULL;
         sd_event_source_unref(m->idle_timer);
+        if (m->migrations) {
+                GList *all = g_hash_table_get_values(m->migrations);
+                for (GList *l = all; l; l = l->next)
+                        migration_free(l->data);
+                g_list_free(all);
+                g_hash_table_destroy(m->migrations);
+        }
         /* Freeing a domain leaves its QEMU running: guests outlive ferryd. */
         if (m->domains_by_name) {
                 GList *all = g_hash_table_get_values(m->domains_by_name);
@@ -135,7 +153,7 @@ bool manager_is_busy(Manager *m) {
         GHashTableIter i;
         Domain *d;
 
-        if (polkit_registry_pending(m->polkit) > 0)
+        if (polkit_registry_pending(m->polkit) > 0 || manager_migrations_running(m) > 0)
                 return true;
         g_hash_table_iter_init(&i, m->domains_by_name);
         while (g_hash_table_iter_next(&i, NULL, (void **) &d))
@@ -196,6 +214,67 @@ Domain *manager_find_domain_by_uuid(Manager *m, const uint8_t uuid[16]) {
         char s[37];
         domain_uuid_format(uuid, s);
         return g_hash_table_lookup(m->domains_by_uuid, s);
+}
+
+int manager_register_migration(Manager *m, Migration *mig) {
+        if (g_hash_table_size(m->migrations) >= MIGRATIONS_KEPT_MAX)
+                return -E2BIG;
+        mig->id = m->next_migration_id++;
+        mig->object_path = g_strdup_printf(FERRY_MIGRATION_PATH_PREFIX "/%u", mig->id);
+        g_hash_table_insert(m->migrations, GUINT_TO_POINTER(mig->id), mig);
+        return 0;
+}
+
+unsigned manager_migrations_running(Manager *m) {
+        GHashTableIter i;
+        Migration *mig;
+        unsigned n = 0;
+
+        if (!m->migrations)
+                return 0;
+        g_hash_table_iter_init(&i, m->migrations);
+        while (g_hash_table_iter_next(&i, NULL, (void **) &mig))
+                if (mig->state == MIGRATION_RUNNING)
+                        n++;
+        return n;
+}
+
+bool manager_incoming_port_in_use(Manager *m, uint16_t port) {
+        GHashTableIter i;
+        Migration *mig;
+
+        g_hash_table_iter_init(&i, m->migrations);
+        while (g_hash_table_iter_next(&i, NULL, (void **) &mig))
+                if (mig->state == MIGRATION_RUNNING && mig->incoming_port == port)
+                        return true;
+        return false;
+}
+
+const char *manager_host_uuid(Manager *m) {
+        return m->host_uuid;
+}
+
+void manager_migration_added(Manager *m, Migration *mig) {
+        migration_dbus_emit_added(mig);
+}
+
+void manager_migration_changed(Manager *m, Migration *mig) {
+        migration_dbus_emit_changed(mig);
+}
+
+void manager_migration_ended(Manager *m, Migration *mig) {
+        migration_dbus_emit_ended(mig);
+        manager_check_idle(m);
+}
+
+void manager_migration_finish_pending(Manager *m, Migration *mig) {
+        migration_dbus_finish_pending(mig);
+}
+
+void manager_remove_migration(Manager *m, Migration *mig) {
+        g_hash_table_remove(m->migrations, GUINT_TO_POINTER(mig->id));
+        migration_dbus_emit_removed(mig);
+        migration_free(mig);
 }
 
 void manager_domain_added(Manager *m, Domain *d) {
@@ -346,6 +425,9 @@ int manager_start(Manager *m) {
         if (r < 0)
                 return r;
         r = domain_dbus_register(m);
+        if (r < 0)
+                return r;
+        r = migration_dbus_register(m);
         if (r < 0)
                 return r;
 

@@ -27,6 +27,9 @@ typedef struct Manager {
 
         GHashTable *domains_by_name;   /* name -> Domain* */
         GHashTable *domains_by_uuid;   /* uuid string -> Domain* */
+        GHashTable *migrations;        /* id -> Migration* */
+        unsigned next_migration_id;
+        char host_uuid[37];            /* machine id, as a UUID: tells hosts apart */
 
         sd_event_source *idle_timer;
         uint64_t last_activity_usec;
@@ -61,6 +64,18 @@ void manager_unregister_domain(Manager *m, Domain *d);
 Domain *manager_find_domain_by_name(Manager *m, const char *name);
 Domain *manager_find_domain_by_uuid(Manager *m, const uint8_t uuid[16]);
 Domain *manager_find_domain_by_uuid_string(Manager *m, const char *uuid);
+
+/* Migrations: register assigns an id and a path (-E2BIG when too many are kept). */
+typedef struct Migration Migration;
+int manager_register_migration(Manager *m, Migration *mig);
+unsigned manager_migrations_running(Manager *m);
+bool manager_incoming_port_in_use(Manager *m, uint16_t port);
+const char *manager_host_uuid(Manager *m);
+void manager_migration_added(Manager *m, Migration *mig);
+void manager_migration_changed(Manager *m, Migration *mig);
+void manager_migration_ended(Manager *m, Migration *mig);
+void manager_migration_finish_pending(Manager *m, Migration *mig);
+void manager_remove_migration(Manager *m, Migration *mig);
 
 /* Bus announcements of domains coming, changing and going; remove also frees d. */
 void manager_domain_added(Manager *m, Domain *d);

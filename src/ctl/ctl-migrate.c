@@ -1,0 +1,208 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+/* ferryctl migrate: virsh migrate's peer-to-peer form, with a progress bar. */
+
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "ctl.h"
+#include "ferry-bus.h"
+#include "macro.h"
+
+typedef struct Progress {
+        char *state;
+        char *phase;
+        char *error_name;
+        char *error_message;
+        uint64_t total, remaining, processed;
+} Progress;
+
+static void progress_done(Progress *p) {
+        free(p->state);
+        free(p->phase);
+        free(p->error_name);
+        free(p->error_message);
+}
+
+static int read_progress(sd_bus *bus, const char *path, Progress *p) {
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        int r;
+
+        progress_done(p);
+        *p = (Progress) {};
+#define STR(name, field) \
+        r = sd_bus_get_property_string(bus, FERRY_BUS_NAME, path, FERRY_MIGRATION_INTERFACE, name, &error, &p->field); \
+        if (r < 0) return ctl_report_error("failed to read the migration's state", &error, r);
+#define U64(name, field) \
+        r = sd_bus_get_property_trivial(bus, FERRY_BUS_NAME, path, FERRY_MIGRATION_INTERFACE, name, &error, 't', &p->field); \
+        if (r < 0) return ctl_report_error("failed to read the migration's state", &error, r);
+        STR("State", state);
+        STR("Phase", phase);
+        STR("ErrorName", error_name);
+        STR("ErrorMessage", error_message);
+        U64("DataTotal", total);
+        U64("DataRemaining", remaining);
+        U64("DataProcessed", processed);
+#undef STR
+#undef U64
+        return 0;
+}
+
+static void draw(const Progress *p, bool final) {
+        unsigned percent = 0;
+
+        if (p->total > 0)
+                percent = (unsigned) (100 - (p->remaining * 100 / p->total));
+        if (final && strcmp(p->state, "completed") == 0)
+                percent = 100;
+        /* As virsh --verbose: one line, rewritten in place on a terminal. */
+        fprintf(stderr, "%sMigration: [%3u %%] %-8s %" PRIu64 " MiB sent%s", isatty(STDERR_FILENO) ? "\r" : "",
+                percent, p->phase, p->processed >> 20, final || !isatty(STDERR_FILENO) ? "\n" : "");
+        fflush(stderr);
+}
+
+static int on_changed(sd_bus_message *m, void *userdata, sd_bus_error *ret_error) {
+        bool *dirty = userdata;
+        *dirty = true;
+        return 0;
+}
+
+int ctl_migrate(int argc, char **argv) {
+        enum { O_P2P = 0x100, O_LIVE, O_VERBOSE, O_BANDWIDTH, O_MIGRATEURI, O_SUSPEND, O_DOWNTIME };
+        static const struct option options[] = {
+                { "p2p", no_argument, NULL, O_P2P },
+                { "live", no_argument, NULL, O_LIVE },
+                { "verbose", no_argument, NULL, O_VERBOSE },
+                { "bandwidth", required_argument, NULL, O_BANDWIDTH },
+                { "migrateuri", required_argument, NULL, O_MIGRATEURI },
+                { "suspend", no_argument, NULL, O_SUSPEND },
+                { "max-downtime", required_argument, NULL, O_DOWNTIME },
+                {}
+        };
+        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
+        _cleanup_(sd_bus_slot_unrefp) sd_bus_slot *match = NULL;
+        _cleanup_free_ char *domain_path = NULL, *migration = NULL;
+        const char *migrateuri = NULL, *path;
+        uint64_t bandwidth = 0, downtime = 0;
+        bool verbose = false, suspend = false, dirty = true;
+        Progress p = {};
+        char *end;
+        int c, r;
+
+        optind = 0;
+        while ((c = getopt_long(argc, argv, "", options, NULL)) >= 0)
+                switch (c) {
+                case O_P2P:
+                case O_LIVE:
+                        break; /* the only flow and mode so far */
+                case O_VERBOSE:
+                        verbose = true;
+                        break;
+                case O_SUSPEND:
+                        suspend = true;
+                        break;
+                case O_MIGRATEURI:
+                        migrateuri = optarg;
+                        break;
+                case O_BANDWIDTH:
+                        bandwidth = strtoull(optarg, &end, 10);
+                        if (*end || bandwidth > (UINT64_C(1) << 30)) {
+                                fprintf(stderr, "error: --bandwidth takes MiB/s\n");
+                                return CTL_USAGE_ERROR;
+                        }
+                        bandwidth <<= 20;
+                        break;
+                case O_DOWNTIME:
+                        downtime = strtoull(optarg, &end, 10);
+                        if (*end || downtime > 3600000) {
+                                fprintf(stderr, "error: --max-downtime takes milliseconds\n");
+                                return CTL_USAGE_ERROR;
+                        }
+                        downtime *= 1000;
+                        break;
+                default:
+                        return CTL_USAGE_ERROR;
+                }
+        if (argc - optind != 2) {
+                fprintf(stderr, "error: usage: ferryctl migrate [OPTIONS] DOMAIN DEST-URI\n");
+                return CTL_USAGE_ERROR;
+        }
+
+        r = ctl_connect(&bus);
+        if (r < 0)
+                return r;
+        r = ctl_find_domain(bus, argv[optind], &domain_path);
+        if (r < 0)
+                return r;
+
+        r = sd_bus_message_new_method_call(bus, &m, FERRY_BUS_NAME, domain_path, FERRY_DOMAIN_INTERFACE, "Migrate");
+        if (r >= 0)
+                r = sd_bus_message_append(m, "s", argv[optind + 1]);
+        if (r >= 0)
+                r = sd_bus_message_open_container(m, 'a', "{sv}");
+        if (r >= 0 && migrateuri)
+                r = sd_bus_message_append(m, "{sv}", "hypervisor_uri", "s", migrateuri);
+        if (r >= 0 && bandwidth)
+                r = sd_bus_message_append(m, "{sv}", "max_bandwidth", "t", bandwidth);
+        if (r >= 0 && downtime)
+                r = sd_bus_message_append(m, "{sv}", "max_downtime_usec", "t", downtime);
+        if (r >= 0 && suspend)
+                r = sd_bus_message_append(m, "{sv}", "paused", "b", 1);
+        if (r >= 0)
+                r = sd_bus_message_close_container(m);
+        if (r >= 0)
+                r = sd_bus_message_append(m, "t", (uint64_t) 0);
+        if (r < 0)
+                return ctl_report_error("failed to build the request", NULL, r);
+        r = sd_bus_call(bus, m, 0, &error, &reply);
+        if (r < 0)
+                return ctl_report_error("migration failed to start", &error, r);
+        r = sd_bus_message_read(reply, "o", &path);
+        if (r < 0)
+                return ctl_report_error("bad reply from ferryd", NULL, r);
+        migration = strdup(path);
+
+        /* Subscribe first, then read: no change can slip between the two. */
+        r = sd_bus_match_signal(bus, &match, FERRY_BUS_NAME, migration, "org.freedesktop.DBus.Properties",
+                                "PropertiesChanged", on_changed, &dirty);
+        if (r < 0)
+                return ctl_report_error("cannot watch the migration", NULL, r);
+        for (;;) {
+                if (dirty) {
+                        dirty = false;
+                        r = read_progress(bus, migration, &p);
+                        if (r < 0)
+                                break;
+                        if (strcmp(p.state, "running") != 0)
+                                break;
+                        if (verbose)
+                                draw(&p, false);
+                }
+                r = sd_bus_process(bus, NULL);
+                if (r < 0)
+                        return ctl_report_error("lost ferryd", NULL, r);
+                if (r > 0)
+                        continue;
+                r = sd_bus_wait(bus, UINT64_MAX);
+                if (r < 0)
+                        return ctl_report_error("lost ferryd", NULL, r);
+        }
+        if (r >= 0) {
+                if (verbose)
+                        draw(&p, true);
+                if (strcmp(p.state, "completed") != 0) {
+                        fprintf(stderr, "error: migration %s in phase %s\nerror: %s (%s)\n", p.state, p.phase,
+                                p.error_message, p.error_name);
+                        r = -EIO;
+                }
+        }
+        progress_done(&p);
+        return r;
+}

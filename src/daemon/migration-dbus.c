@@ -1,0 +1,348 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+/* The bus edge of migrations: org.ferry.Ferry1.Migration, as specified in
+ * dbus-interfaces/org.ferry.Ferry1.Migration.xml. */
+
+#include <errno.h>
+#include <inttypes.h>
+#include <string.h>
+
+#include "bus-util.h"
+#include "ferry-bus.h"
+#include "log.h"
+#include "manager.h"
+#include "migration-dbus.h"
+#include "migration-uri.h"
+
+#define EMIT_INTERVAL_USEC (1000000ULL / 10)
+
+static int object_find(sd_bus *bus, const char *path, const char *interface, void *userdata,
+                       void **found, sd_bus_error *error) {
+        _cleanup_free_ char *id = NULL;
+        Manager *m = userdata;
+        Migration *mig;
+        char *end;
+        unsigned long n;
+
+        if (sd_bus_path_decode(path, FERRY_MIGRATION_PATH_PREFIX, &id) <= 0)
+                return 0;
+        n = strtoul(id, &end, 10);
+        if (*end || n == 0 || n > UINT_MAX)
+                return 0;
+        mig = g_hash_table_lookup(m->migrations, GUINT_TO_POINTER((unsigned) n));
+        if (!mig)
+                return 0;
+        *found = mig;
+        return 1;
+}
+
+static int node_enumerator(sd_bus *bus, const char *path, void *userdata, char ***nodes, sd_bus_error *error) {
+        Manager *m = userdata;
+        GHashTableIter i;
+        Migration *mig;
+        char **l = calloc(g_hash_table_size(m->migrations) + 1, sizeof(char *));
+        size_t n = 0;
+
+        if (!l)
+                return -ENOMEM;
+        g_hash_table_iter_init(&i, m->migrations);
+        while (g_hash_table_iter_next(&i, NULL, (void **) &mig))
+                l[n++] = strdup(mig->object_path);
+        *nodes = l;
+        return 1;
+}
+
+int migration_options_read(sd_bus_message *msg, MigrationOptions *o, sd_bus_error *error) {
+        const char *key;
+        int r;
+
+        r = sd_bus_message_enter_container(msg, 'a', "{sv}");
+        if (r < 0)
+                return r;
+        while ((r = sd_bus_message_enter_container(msg, 'e', "sv")) > 0) {
+                r = sd_bus_message_read(msg, "s", &key);
+                if (r < 0)
+                        return r;
+#define READ_VARIANT(sig, ptr)                                                                   \
+                do {                                                                             \
+                        r = sd_bus_message_enter_container(msg, 'v', sig);                       \
+                        if (r < 0)                                                               \
+                                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,       \
+                                                         "Option '%s' takes type '%s'.", key, sig); \
+                        r = sd_bus_message_read(msg, sig, ptr);                                  \
+                        if (r < 0)                                                               \
+                                return r;                                                        \
+                        r = sd_bus_message_exit_container(msg);                                  \
+                        if (r < 0)                                                               \
+                                return r;                                                        \
+                } while (0)
+                if (strcmp(key, "hypervisor_uri") == 0) {
+                        const char *s;
+                        g_autofree char *why = NULL;
+                        _cleanup_(migration_uri_freep) MigrationUri *u = NULL;
+                        READ_VARIANT("s", &s);
+                        if (migration_uri_parse(s, &u, &why) < 0)
+                                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Invalid hypervisor URI: %s",
+                                                         strna(why));
+                        free(o->hypervisor_uri);
+                        o->hypervisor_uri = strdup(s);
+                } else if (strcmp(key, "max_bandwidth") == 0)
+                        READ_VARIANT("t", &o->max_bandwidth);
+                else if (strcmp(key, "max_downtime_usec") == 0)
+                        READ_VARIANT("t", &o->max_downtime_usec);
+                else if (strcmp(key, "paused") == 0) {
+                        int b;
+                        READ_VARIANT("b", &b);
+                        o->paused = b;
+                } else
+                        return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Unknown option '%s'.", key);
+#undef READ_VARIANT
+                r = sd_bus_message_exit_container(msg);
+                if (r < 0)
+                        return r;
+        }
+        if (r < 0)
+                return r;
+        return sd_bus_message_exit_container(msg);
+}
+
+static int method_cancel(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        Migration *mig = userdata;
+        const char *details[] = { "domain_name", mig->domain_name, NULL };
+        int r;
+
+        r = polkit_verify(mig->manager->polkit, msg, FERRY_ACTION_MIGRATE, details, error);
+        if (r <= 0)
+                return r < 0 ? r : 1;
+        r = migration_cancel(mig);
+        if (r == -EBUSY)
+                return sd_bus_error_setf(error, FERRY_ERROR_INVALID_STATE,
+                                         "The migration is past the point where it can be cancelled.");
+        if (r < 0)
+                return sd_bus_error_setf(error, FERRY_ERROR_INVALID_STATE, "The migration is not running.");
+        return sd_bus_reply_method_return(msg, NULL);
+}
+
+static int set_limit(sd_bus_message *msg, Migration *mig, int (*set)(Migration *, uint64_t), sd_bus_error *error) {
+        const char *details[] = { "domain_name", mig->domain_name, NULL };
+        uint64_t v;
+        int r;
+
+        r = sd_bus_message_read(msg, "t", &v);
+        if (r < 0)
+                return r;
+        r = polkit_verify(mig->manager->polkit, msg, FERRY_ACTION_MIGRATE, details, error);
+        if (r <= 0)
+                return r < 0 ? r : 1;
+        r = set(mig, v);
+        if (r < 0)
+                return sd_bus_error_setf(error, FERRY_ERROR_INVALID_STATE,
+                                         "Only a running outgoing migration takes new limits.");
+        return sd_bus_reply_method_return(msg, NULL);
+}
+
+static int method_set_max_bandwidth(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        return set_limit(msg, userdata, migration_set_max_bandwidth, error);
+}
+
+static int method_set_max_downtime(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        return set_limit(msg, userdata, migration_set_max_downtime, error);
+}
+
+static int method_start_post_copy(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        return sd_bus_error_setf(error, SD_BUS_ERROR_NOT_SUPPORTED, "Post-copy is not implemented yet.");
+}
+
+static void on_finished(void *userdata, int error, const char *message) {
+        bus_reply_domain_done(userdata, error == 0 ? 0 : -EIO, message);
+}
+
+static void finish_now(Migration *mig, sd_bus_message *msg, bool success) {
+        int r = migration_finish_incoming(mig, success, on_finished, sd_bus_message_ref(msg));
+        if (r < 0) {
+                (void) sd_bus_reply_method_errorf(msg, FERRY_ERROR_MIGRATION_FAILED, "Cannot finish: %s", strerror(-r));
+                sd_bus_message_unref(msg);
+        }
+}
+
+void migration_dbus_finish_pending(Migration *mig) {
+        sd_bus_message *msg = TAKE_PTR(mig->pending_finish);
+        finish_now(mig, msg, true);
+        sd_bus_message_unref(msg);
+}
+
+static int method_finish(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        Migration *mig = userdata;
+        const char *details[] = { "domain_name", mig->domain_name, NULL };
+        int success, r;
+
+        r = sd_bus_message_read(msg, "b", &success);
+        if (r < 0)
+                return r;
+        if (mig->direction != MIGRATION_INCOMING || mig->state != MIGRATION_RUNNING || mig->pending_finish)
+                return sd_bus_error_setf(error, FERRY_ERROR_INVALID_STATE, "This migration cannot be finished.");
+        r = polkit_verify(mig->manager->polkit, msg, FERRY_ACTION_MIGRATE_INCOMING, details, error);
+        if (r <= 0)
+                return r < 0 ? r : 1;
+        /* The source may be done sending before our QEMU has loaded everything: wait for it. */
+        if (success && !mig->qemu_completed) {
+                mig->pending_finish = sd_bus_message_ref(msg);
+                return 1;
+        }
+        finish_now(mig, msg, success);
+        return 1;
+}
+
+#define STRING_PROPERTY(fn, expr)                                                                       \
+        static int fn(sd_bus *bus, const char *path, const char *interface, const char *property,      \
+                      sd_bus_message *reply, void *userdata, sd_bus_error *error) {                     \
+                Migration *mig = userdata; (void) mig;                                                  \
+                return sd_bus_message_append(reply, "s", strempty(expr));                               \
+        }
+#define U64_PROPERTY(fn, expr)                                                                          \
+        static int fn(sd_bus *bus, const char *path, const char *interface, const char *property,      \
+                      sd_bus_message *reply, void *userdata, sd_bus_error *error) {                     \
+                Migration *mig = userdata; (void) mig;                                                  \
+                return sd_bus_message_append(reply, "t", (uint64_t) (expr));                            \
+        }
+
+static int property_get_domain(sd_bus *bus, const char *path, const char *interface, const char *property,
+                               sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        Migration *mig = userdata;
+        return sd_bus_message_append(reply, "o", mig->domain_path);
+}
+
+STRING_PROPERTY(property_get_domain_name, mig->domain_name)
+STRING_PROPERTY(property_get_direction, migration_direction_to_string(mig->direction))
+STRING_PROPERTY(property_get_flow, mig->direction == MIGRATION_OUTGOING ? "peer-to-peer" : "peer-to-peer")
+STRING_PROPERTY(property_get_transport, "native")
+STRING_PROPERTY(property_get_phase, migration_phase_to_string(mig->phase))
+STRING_PROPERTY(property_get_state, migration_state_to_string(mig->state))
+STRING_PROPERTY(property_get_destination_uri, mig->destination_uri)
+STRING_PROPERTY(property_get_hypervisor_uri, mig->hypervisor_uri)
+STRING_PROPERTY(property_get_error_name, mig->error_name)
+STRING_PROPERTY(property_get_error_message, mig->error_message)
+U64_PROPERTY(property_get_elapsed, mig->stats.elapsed_usec)
+U64_PROPERTY(property_get_setup, mig->stats.setup_usec)
+U64_PROPERTY(property_get_total, mig->stats.data_total)
+U64_PROPERTY(property_get_processed, mig->stats.data_processed)
+U64_PROPERTY(property_get_remaining, mig->stats.data_remaining)
+U64_PROPERTY(property_get_bps, mig->stats.bytes_per_second)
+U64_PROPERTY(property_get_dirty_rate, mig->stats.dirty_pages_rate)
+U64_PROPERTY(property_get_iteration, mig->stats.iteration)
+U64_PROPERTY(property_get_expected_downtime, mig->stats.expected_downtime_usec)
+U64_PROPERTY(property_get_downtime, mig->stats.downtime_usec)
+U64_PROPERTY(property_get_max_bandwidth, mig->options.max_bandwidth)
+U64_PROPERTY(property_get_max_downtime, mig->options.max_downtime_usec)
+
+static const char *const changing_properties[] = {
+        "Phase", "State", "HypervisorURI", "ErrorName", "ErrorMessage", "ElapsedUSec", "SetupUSec",
+        "DataTotal", "DataProcessed", "DataRemaining", "BytesPerSecond", "DirtyPagesRate", "Iteration",
+        "ExpectedDowntimeUSec", "DowntimeUSec", "MaxBandwidth", "MaxDowntimeUSec", NULL,
+};
+
+static void emit_now(Migration *mig) {
+        sd_bus *bus = manager_bus(mig->manager);
+        uint64_t now = 0;
+
+        (void) sd_event_now(manager_event(mig->manager), CLOCK_MONOTONIC, &now);
+        mig->last_emit_usec = now;
+        mig->emit_pending = false;
+        if (bus)
+                (void) sd_bus_emit_properties_changed_strv(bus, mig->object_path, FERRY_MIGRATION_INTERFACE,
+                                                           (char **) changing_properties);
+}
+
+static int on_emit_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        Migration *mig = userdata;
+        mig->emit_timer = sd_event_source_disable_unref(mig->emit_timer);
+        if (mig->emit_pending)
+                emit_now(mig);
+        return 0;
+}
+
+void migration_dbus_emit_changed(Migration *mig) {
+        uint64_t now = 0;
+
+        (void) sd_event_now(manager_event(mig->manager), CLOCK_MONOTONIC, &now);
+        /* Statistics change all the time: coalesce into at most ~10 signals a second, but
+         * let an ended migration say so at once. */
+        if (mig->state != MIGRATION_RUNNING || now >= mig->last_emit_usec + EMIT_INTERVAL_USEC) {
+                emit_now(mig);
+                return;
+        }
+        if (mig->emit_pending)
+                return;
+        mig->emit_pending = true;
+        (void) sd_event_add_time(manager_event(mig->manager), &mig->emit_timer, CLOCK_MONOTONIC,
+                                 mig->last_emit_usec + EMIT_INTERVAL_USEC, 0, on_emit_timer, mig);
+}
+
+void migration_dbus_emit_added(Migration *mig) {
+        sd_bus *bus = manager_bus(mig->manager);
+        if (bus)
+                (void) sd_bus_emit_object_added(bus, mig->object_path);
+}
+
+void migration_dbus_emit_removed(Migration *mig) {
+        sd_bus *bus = manager_bus(mig->manager);
+        if (bus)
+                (void) sd_bus_emit_object_removed(bus, mig->object_path);
+}
+
+void migration_dbus_emit_ended(Migration *mig) {
+        sd_bus *bus = manager_bus(mig->manager);
+        if (bus)
+                (void) sd_bus_emit_signal(bus, FERRY_MANAGER_PATH, FERRY_MANAGER_INTERFACE, "MigrationEnded", "oss",
+                                          mig->object_path, migration_state_to_string(mig->state),
+                                          strempty(mig->error_name));
+}
+
+static const sd_bus_vtable migration_vtable[] = {
+        SD_BUS_VTABLE_START(0),
+        SD_BUS_PROPERTY("Domain", "o", property_get_domain, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("DomainName", "s", property_get_domain_name, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Direction", "s", property_get_direction, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Flow", "s", property_get_flow, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Transport", "s", property_get_transport, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("DestinationURI", "s", property_get_destination_uri, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("HypervisorURI", "s", property_get_hypervisor_uri, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("Phase", "s", property_get_phase, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("State", "s", property_get_state, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("ErrorName", "s", property_get_error_name, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("ErrorMessage", "s", property_get_error_message, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("ElapsedUSec", "t", property_get_elapsed, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("SetupUSec", "t", property_get_setup, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("DataTotal", "t", property_get_total, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("DataProcessed", "t", property_get_processed, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("DataRemaining", "t", property_get_remaining, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("BytesPerSecond", "t", property_get_bps, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("DirtyPagesRate", "t", property_get_dirty_rate, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("Iteration", "t", property_get_iteration, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("ExpectedDowntimeUSec", "t", property_get_expected_downtime, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("DowntimeUSec", "t", property_get_downtime, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("MaxBandwidth", "t", property_get_max_bandwidth, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("MaxDowntimeUSec", "t", property_get_max_downtime, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_METHOD("Cancel", NULL, NULL, method_cancel, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("SetMaxBandwidth", SD_BUS_ARGS("t", bytes_per_second), SD_BUS_NO_RESULT,
+                                method_set_max_bandwidth, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("SetMaxDowntime", SD_BUS_ARGS("t", usec), SD_BUS_NO_RESULT,
+                                method_set_max_downtime, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD("StartPostCopy", NULL, NULL, method_start_post_copy, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("Finish", SD_BUS_ARGS("b", success), SD_BUS_NO_RESULT,
+                                method_finish, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_VTABLE_END
+};
+
+int migration_dbus_register(Manager *m) {
+        int r;
+
+        r = sd_bus_add_fallback_vtable(m->bus, NULL, FERRY_MIGRATION_PATH_PREFIX, FERRY_MIGRATION_INTERFACE,
+                                       migration_vtable, object_find, m);
+        if (r < 0)
+                return log_error_errno(r, "Failed to publish %s: %m", FERRY_MIGRATION_INTERFACE);
+        r = sd_bus_add_node_enumerator(m->bus, NULL, FERRY_MIGRATION_PATH_PREFIX, node_enumerator, m);
+        if (r < 0)
+                return log_error_errno(r, "Failed to enumerate migrations: %m");
+        return 0;
+}

@@ -1,0 +1,88 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+#include <errno.h>
+
+#include "ferry-bus.h"
+#include "migration-peer.h"
+
+/* Copying a whole guest may take a while; Finish waits for the destination's QEMU. */
+#define PEER_CALL_TIMEOUT_USEC (120ULL * 1000000ULL)
+
+int peer_open(sd_event *event, const char *address, sd_bus **ret) {
+        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
+        int r;
+
+        if (!address)
+                r = sd_bus_open_system(&bus);
+        else {
+                r = sd_bus_new(&bus);
+                if (r < 0)
+                        return r;
+                r = sd_bus_set_address(bus, address);
+                if (r < 0)
+                        return r;
+                r = sd_bus_set_bus_client(bus, true);
+                if (r < 0)
+                        return r;
+                r = sd_bus_start(bus);
+        }
+        if (r < 0)
+                return r;
+        r = sd_bus_attach_event(bus, event, SD_EVENT_PRIORITY_NORMAL);
+        if (r < 0)
+                return r;
+        *ret = TAKE_PTR(bus);
+        return 0;
+}
+
+int peer_get_host_uuid(sd_bus *peer, sd_bus_message_handler_t cb, void *userdata, sd_bus_slot **ret_slot) {
+        return sd_bus_call_method_async(peer, ret_slot, FERRY_BUS_NAME, FERRY_MANAGER_PATH,
+                                        "org.freedesktop.DBus.Properties", "Get", cb, userdata, "ss",
+                                        FERRY_MANAGER_INTERFACE, "HostUUID");
+}
+
+int peer_prepare(sd_bus *peer, const char *xml, const MigrationOptions *o, sd_bus_message_handler_t cb,
+                 void *userdata, sd_bus_slot **ret_slot) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
+        int r;
+
+        r = sd_bus_message_new_method_call(peer, &m, FERRY_BUS_NAME, FERRY_MANAGER_PATH, FERRY_MANAGER_INTERFACE,
+                                           "PrepareMigration");
+        if (r < 0)
+                return r;
+        r = sd_bus_message_append(m, "s", xml);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_open_container(m, 'a', "{sv}");
+        if (r < 0)
+                return r;
+        if (o->hypervisor_uri) {
+                r = sd_bus_message_append(m, "{sv}", "hypervisor_uri", "s", o->hypervisor_uri);
+                if (r < 0)
+                        return r;
+        }
+        if (o->paused) {
+                r = sd_bus_message_append(m, "{sv}", "paused", "b", 1);
+                if (r < 0)
+                        return r;
+        }
+        r = sd_bus_message_close_container(m);
+        if (r < 0)
+                return r;
+        return sd_bus_call_async(peer, ret_slot, m, cb, userdata, PEER_CALL_TIMEOUT_USEC);
+}
+
+int peer_finish(sd_bus *peer, const char *migration_path, bool success, sd_bus_message_handler_t cb,
+                void *userdata, sd_bus_slot **ret_slot) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
+        int r;
+
+        r = sd_bus_message_new_method_call(peer, &m, FERRY_BUS_NAME, migration_path, FERRY_MIGRATION_INTERFACE,
+                                           "Finish");
+        if (r < 0)
+                return r;
+        r = sd_bus_message_append(m, "b", success);
+        if (r < 0)
+                return r;
+        return sd_bus_call_async(peer, ret_slot, m, cb, userdata, PEER_CALL_TIMEOUT_USEC);
+}

@@ -1,0 +1,709 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+#include <errno.h>
+#include <glib.h>
+#include <json-glib/json-glib.h>
+#include <string.h>
+
+#include "domain.h"
+#include "ferry-bus.h"
+#include "log.h"
+#include "manager.h"
+#include "migration-peer.h"
+#include "migration-uri.h"
+#include "migration.h"
+#include "qemu-monitor.h"
+
+#define USEC_PER_SEC 1000000ULL
+#define STATS_INTERVAL_USEC (USEC_PER_SEC / 10)
+#define FINISH_WAIT_USEC (60ULL * USEC_PER_SEC)
+/* QEMU 7.2 caps a migration at 128 MiB/s unless told otherwise; "unlimited" means this. */
+#define BANDWIDTH_UNLIMITED (UINT64_C(1) << 40)
+
+static const char *const phase_names[_MIGRATION_PHASE_MAX] = {
+        [MIGRATION_PHASE_BEGIN] = "begin",
+        [MIGRATION_PHASE_PREPARE] = "prepare",
+        [MIGRATION_PHASE_PERFORM] = "perform",
+        [MIGRATION_PHASE_FINISH] = "finish",
+        [MIGRATION_PHASE_CONFIRM] = "confirm",
+};
+
+static const char *const state_names[_MIGRATION_STATE_MAX] = {
+        [MIGRATION_RUNNING] = "running",
+        [MIGRATION_COMPLETED] = "completed",
+        [MIGRATION_FAILED] = "failed",
+        [MIGRATION_CANCELLED] = "cancelled",
+};
+
+const char *migration_phase_to_string(MigrationPhase p) {
+        return (unsigned) p < _MIGRATION_PHASE_MAX ? phase_names[p] : NULL;
+}
+
+const char *migration_state_to_string(MigrationState s) {
+        return (unsigned) s < _MIGRATION_STATE_MAX ? state_names[s] : NULL;
+}
+
+const char *migration_direction_to_string(MigrationDirection d) {
+        return d == MIGRATION_OUTGOING ? "outgoing" : "incoming";
+}
+
+void migration_options_done(MigrationOptions *o) {
+        o->hypervisor_uri = mfree(o->hypervisor_uri);
+}
+
+static Domain *migration_domain(Migration *m) {
+        return m->domain_name ? manager_find_domain_by_name(m->manager, m->domain_name) : NULL;
+}
+
+Migration *migration_free(Migration *m) {
+        if (!m)
+                return NULL;
+        Domain *d = migration_domain(m);
+        if (d && d->migration == m)
+                domain_end_migration(d);
+        sd_bus_slot_unref(m->peer_call);
+        sd_bus_flush_close_unref(m->peer);
+        sd_bus_message_unref(m->pending_finish);
+        sd_event_source_disable_unref(m->stats_timer);
+        sd_event_source_disable_unref(m->expire_timer);
+        sd_event_source_disable_unref(m->emit_timer);
+        migration_options_done(&m->options);
+        free(m->object_path);
+        free(m->domain_name);
+        free(m->domain_path);
+        free(m->destination_uri);
+        free(m->hypervisor_uri);
+        free(m->peer_migration);
+        free(m->error_name);
+        free(m->error_message);
+        return mfree(m);
+}
+
+static int migration_new(Manager *manager, MigrationDirection direction, Domain *d, Migration **ret) {
+        _cleanup_(migration_freep) Migration *m = NULL;
+        int r;
+
+        if (manager_migrations_running(manager) >= MIGRATIONS_MAX)
+                return -E2BIG;
+        m = calloc(1, sizeof(*m));
+        if (!m)
+                return -ENOMEM;
+        *m = (Migration) {
+                .manager = manager,
+                .direction = direction,
+                .phase = MIGRATION_PHASE_BEGIN,
+                .state = MIGRATION_RUNNING,
+                .domain_name = strdup(d->def->name),
+                .domain_path = strdup(d->object_path),
+        };
+        if (!m->domain_name || !m->domain_path)
+                return -ENOMEM;
+        r = manager_register_migration(manager, m);
+        if (r < 0)
+                return r;
+        *ret = TAKE_PTR(m);
+        return 0;
+}
+
+static void changed(Migration *m) {
+        manager_migration_changed(m->manager, m);
+}
+
+static void set_phase(Migration *m, MigrationPhase p) {
+        log_info("Migration %u (%s %s): phase %s.", m->id, migration_direction_to_string(m->direction),
+                 m->domain_name, migration_phase_to_string(p));
+        m->phase = p;
+        changed(m);
+}
+
+static int on_expire(sd_event_source *s, uint64_t usec, void *userdata) {
+        Migration *m = userdata;
+        manager_remove_migration(m->manager, m);
+        return 0;
+}
+
+/* The end: the result is recorded, the domain's slot given back, the job stays visible a
+ * while for whoever wants to read how it went. */
+static void migration_end(Migration *m, MigrationState state, const char *error_name, const char *message) {
+        Domain *d = migration_domain(m);
+
+        if (m->state != MIGRATION_RUNNING)
+                return;
+        m->state = state;
+        if (error_name) {
+                free(m->error_name);
+                free(m->error_message);
+                m->error_name = strdup(error_name);
+                m->error_message = strdup(message ?: "");
+                log_error("Migration %u of %s failed in phase %s: %s", m->id, m->domain_name,
+                          migration_phase_to_string(m->phase), strempty(message));
+        } else
+                log_info("Migration %u of %s: %s.", m->id, m->domain_name, migration_state_to_string(state));
+        m->stats_timer = sd_event_source_disable_unref(m->stats_timer);
+        m->peer_call = sd_bus_slot_unref(m->peer_call);
+        m->peer = sd_bus_flush_close_unref(m->peer);
+        if (d && d->migration == m)
+                domain_end_migration(d);
+        changed(m);
+        manager_migration_ended(m->manager, m);
+        (void) sd_event_add_time_relative(manager_event(m->manager), &m->expire_timer, CLOCK_MONOTONIC,
+                                          MIGRATION_KEEP_USEC, USEC_PER_SEC, on_expire, m);
+}
+
+/* ---- statistics ---- */
+
+static uint64_t member_u64(JsonObject *o, const char *name) {
+        if (!o || !json_object_has_member(o, name))
+                return 0;
+        gint64 v = json_object_get_int_member(o, name);
+        return v < 0 ? 0 : (uint64_t) v;
+}
+
+static void on_query_migrate(QemuMonitor *mon, int error, const char *error_class, const char *error_desc,
+                             JsonNode *ret, void *userdata) {
+        Migration *m = userdata;
+        JsonObject *o, *ram;
+
+        if (error < 0 || !ret || !JSON_NODE_HOLDS_OBJECT(ret))
+                return;
+        o = json_node_get_object(ret);
+        ram = json_object_has_member(o, "ram") ? json_object_get_object_member(o, "ram") : NULL;
+        m->stats = (MigrationStats) {
+                .elapsed_usec = member_u64(o, "total-time") * 1000,
+                .setup_usec = member_u64(o, "setup-time") * 1000,
+                .expected_downtime_usec = member_u64(o, "expected-downtime") * 1000,
+                .downtime_usec = member_u64(o, "downtime") * 1000,
+                .data_total = member_u64(ram, "total"),
+                .data_processed = member_u64(ram, "transferred"),
+                .data_remaining = member_u64(ram, "remaining"),
+                .bytes_per_second = (uint64_t) ((ram && json_object_has_member(ram, "mbps") ?
+                                                 json_object_get_double_member(ram, "mbps") : 0) * 1000000.0 / 8.0),
+                .dirty_pages_rate = member_u64(ram, "dirty-pages-rate"),
+                .iteration = member_u64(ram, "dirty-sync-count"),
+        };
+        changed(m);
+}
+
+static int on_stats_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        Migration *m = userdata;
+        Domain *d = migration_domain(m);
+
+        if (d && domain_monitor(d))
+                (void) qemu_monitor_command(domain_monitor(d), "query-migrate", NULL, 0, on_query_migrate, m);
+        (void) sd_event_source_set_time(s, usec + STATS_INTERVAL_USEC);
+        return sd_event_source_set_enabled(s, SD_EVENT_ON);
+}
+
+/* ---- source side ---- */
+
+static void source_fail(Migration *m, const char *error_name, const char *message);
+
+static void resume_source(Migration *m) {
+        Domain *d = migration_domain(m);
+        /* Our end of the guest never stopped being the real one: let it run again. */
+        if (d) {
+                bool was_running = !m->options.paused;
+                domain_end_migration(d);
+                if (d->state == DOMAIN_PAUSED && d->reason && strcmp(d->reason, REASON_MIGRATION) == 0 && was_running)
+                        (void) domain_run_after_migration(d, false, REASON_MIGRATION_CANCELLED, NULL, NULL);
+        }
+}
+
+static int on_peer_finish_abort(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error) {
+        Migration *m = userdata;
+        m->peer_call = sd_bus_slot_unref(m->peer_call);
+        return 0;
+}
+
+static void source_fail(Migration *m, const char *error_name, const char *message) {
+        Domain *d = migration_domain(m);
+
+        if (m->state != MIGRATION_RUNNING)
+                return;
+        /* Tell QEMU to stop sending, and the destination to throw its half away. */
+        if (m->phase == MIGRATION_PHASE_PERFORM && d && domain_monitor(d))
+                (void) qemu_monitor_command(domain_monitor(d), "migrate_cancel", NULL, 0, NULL, NULL);
+        if (m->peer && m->peer_migration) {
+                m->peer_call = sd_bus_slot_unref(m->peer_call);
+                (void) peer_finish(m->peer, m->peer_migration, false, on_peer_finish_abort, m, NULL);
+                (void) sd_bus_flush(m->peer);
+        }
+        resume_source(m);
+        migration_end(m, strcmp(error_name, FERRY_ERROR_MIGRATION_CANCELLED) == 0 ? MIGRATION_CANCELLED : MIGRATION_FAILED,
+                      error_name, message);
+}
+
+static int on_peer_finish(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error) {
+        Migration *m = userdata;
+        const sd_bus_error *e = sd_bus_message_get_error(reply);
+        Domain *d = migration_domain(m);
+
+        m->peer_call = sd_bus_slot_unref(m->peer_call);
+        if (e) {
+                if (sd_bus_error_has_names(e, SD_BUS_ERROR_NO_REPLY, SD_BUS_ERROR_DISCONNECTED, SD_BUS_ERROR_TIMEOUT)) {
+                        /* We cannot know whether the destination runs the guest: the one safe
+                         * choice left is to keep ours paused (seed: "managed direct"). */
+                        if (d)
+                                domain_end_migration(d);
+                        migration_end(m, MIGRATION_FAILED, FERRY_ERROR_MIGRATION_FAILED,
+                                      "lost the destination during Finish; the guest is left paused on the source");
+                        return 0;
+                }
+                resume_source(m);
+                migration_end(m, MIGRATION_FAILED, FERRY_ERROR_MIGRATION_FAILED, e->message ?: e->name);
+                return 0;
+        }
+        /* The destination runs the guest: ours must go. */
+        set_phase(m, MIGRATION_PHASE_CONFIRM);
+        if (d) {
+                domain_end_migration(d);
+                domain_confirm_migrated_out(d);
+        }
+        migration_end(m, MIGRATION_COMPLETED, NULL, NULL);
+        return 0;
+}
+
+static void source_finish(Migration *m) {
+        int r;
+
+        set_phase(m, MIGRATION_PHASE_FINISH);
+        m->stats_timer = sd_event_source_disable_unref(m->stats_timer);
+        m->finish_sent = true;
+        r = peer_finish(m->peer, m->peer_migration, true, on_peer_finish, m, &m->peer_call);
+        if (r < 0)
+                source_fail(m, FERRY_ERROR_MIGRATION_FAILED, "cannot call Finish on the destination");
+}
+
+void migration_qemu_event(Migration *m, const char *status) {
+        Domain *d = migration_domain(m);
+
+        log_debug("Migration %u: QEMU status %s.", m->id, status);
+        if (m->direction == MIGRATION_INCOMING) {
+                if (strcmp(status, "completed") == 0) {
+                        m->qemu_completed = true;
+                        m->stats.data_remaining = 0;
+                        if (m->pending_finish)
+                                manager_migration_finish_pending(m->manager, m);
+                } else if (strcmp(status, "failed") == 0)
+                        migration_end(m, MIGRATION_FAILED, FERRY_ERROR_MIGRATION_FAILED,
+                                      "the incoming stream failed");
+                return;
+        }
+
+        if (m->phase != MIGRATION_PHASE_PERFORM)
+                return;
+        if (strcmp(status, "pre-switchover") == 0) {
+                /* The last pass is done and the source is paused. Let QEMU send the devices'
+                 * state; the guest only runs again after Finish, on exactly one host. */
+                JsonObject *args = json_object_new();
+                json_object_set_string_member(args, "state", "pre-switchover");
+                if (d && domain_monitor(d))
+                        (void) qemu_monitor_command(domain_monitor(d), "migrate-continue", args, 0, NULL, NULL);
+                else
+                        json_object_unref(args);
+        } else if (strcmp(status, "completed") == 0) {
+                if (d && domain_monitor(d))
+                        (void) qemu_monitor_command(domain_monitor(d), "query-migrate", NULL, 0, on_query_migrate, m);
+                source_finish(m);
+        } else if (strcmp(status, "failed") == 0)
+                source_fail(m, FERRY_ERROR_MIGRATION_FAILED, "QEMU's migration failed");
+        else if (strcmp(status, "cancelled") == 0)
+                source_fail(m, FERRY_ERROR_MIGRATION_CANCELLED, "the migration was cancelled");
+}
+
+static void on_migrate_reply(QemuMonitor *mon, int error, const char *error_class, const char *error_desc,
+                             JsonNode *ret, void *userdata) {
+        Migration *m = userdata;
+        if (error < 0)
+                source_fail(m, FERRY_ERROR_MIGRATION_FAILED, error_desc ?: "QEMU refused to migrate");
+}
+
+static JsonObject *capability(const char *name, bool on) {
+        JsonObject *c = json_object_new();
+        json_object_set_string_member(c, "capability", name);
+        json_object_set_boolean_member(c, "state", on);
+        return c;
+}
+
+static void source_perform(Migration *m) {
+        Domain *d = migration_domain(m);
+        QemuMonitor *mon = d ? domain_monitor(d) : NULL;
+        JsonObject *caps_arg, *params, *migrate;
+        JsonArray *caps;
+        int r;
+
+        set_phase(m, MIGRATION_PHASE_PERFORM);
+        if (!mon) {
+                source_fail(m, FERRY_ERROR_MIGRATION_FAILED, "the domain's QEMU is not reachable");
+                return;
+        }
+        caps = json_array_new();
+        json_array_add_object_element(caps, capability("events", true));
+        json_array_add_object_element(caps, capability("pause-before-switchover", true));
+        caps_arg = json_object_new();
+        json_object_set_array_member(caps_arg, "capabilities", caps);
+        (void) qemu_monitor_command(mon, "migrate-set-capabilities", caps_arg, 0, NULL, NULL);
+
+        params = json_object_new();
+        json_object_set_int_member(params, "max-bandwidth",
+                                   (gint64) (m->options.max_bandwidth ?: BANDWIDTH_UNLIMITED));
+        if (m->options.max_downtime_usec)
+                json_object_set_int_member(params, "downtime-limit",
+                                           (gint64) ((m->options.max_downtime_usec + 999) / 1000));
+        (void) qemu_monitor_command(mon, "migrate-set-parameters", params, 0, NULL, NULL);
+
+        migrate = json_object_new();
+        json_object_set_string_member(migrate, "uri", m->hypervisor_uri);
+        r = qemu_monitor_command(mon, "migrate", migrate, 0, on_migrate_reply, m);
+        if (r < 0) {
+                source_fail(m, FERRY_ERROR_MIGRATION_FAILED, "cannot send migrate to QEMU");
+                return;
+        }
+        (void) sd_event_add_time_relative(manager_event(m->manager), &m->stats_timer, CLOCK_MONOTONIC,
+                                          STATS_INTERVAL_USEC, 0, on_stats_timer, m);
+}
+
+static int on_peer_prepared(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error) {
+        Migration *m = userdata;
+        const sd_bus_error *e = sd_bus_message_get_error(reply);
+        g_autofree char *why = NULL;
+        const char *path, *uri;
+        _cleanup_(migration_uri_freep) MigrationUri *parsed = NULL;
+
+        m->peer_call = sd_bus_slot_unref(m->peer_call);
+        if (e) {
+                g_autofree char *msg = g_strdup_printf("the destination refused: %s", e->message ?: e->name);
+                source_fail(m, sd_bus_error_has_name(e, "org.ferry.Ferry1.Error.DomainExists") ?
+                                       "org.ferry.Ferry1.Error.DomainExists" : FERRY_ERROR_MIGRATION_FAILED, msg);
+                return 0;
+        }
+        if (sd_bus_message_read(reply, "os", &path, &uri) < 0) {
+                source_fail(m, FERRY_ERROR_MIGRATION_FAILED, "bad reply from the destination");
+                return 0;
+        }
+        m->peer_migration = strdup(path);
+        /* What the destination gives us is input too: it must be a tcp: or unix: address. */
+        if (migration_uri_parse(uri, &parsed, &why) < 0) {
+                g_autofree char *msg = g_strdup_printf("the destination offered an unusable address: %s", strna(why));
+                source_fail(m, FERRY_ERROR_MIGRATION_FAILED, msg);
+                return 0;
+        }
+        free(m->hypervisor_uri);
+        m->hypervisor_uri = migration_uri_to_qemu(parsed);
+        changed(m);
+        source_perform(m);
+        return 0;
+}
+
+static int on_peer_host_uuid(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error) {
+        Migration *m = userdata;
+        const sd_bus_error *e = sd_bus_message_get_error(reply);
+        Domain *d = migration_domain(m);
+        g_autofree char *xml = NULL;
+        const char *uuid;
+        int r;
+
+        m->peer_call = sd_bus_slot_unref(m->peer_call);
+        if (e) {
+                g_autofree char *msg = g_strdup_printf("cannot reach ferryd at %s: %s", m->destination_uri,
+                                                       e->message ?: e->name);
+                source_fail(m, FERRY_ERROR_MIGRATION_FAILED, msg);
+                return 0;
+        }
+        if (sd_bus_message_read(reply, "v", "s", &uuid) < 0) {
+                source_fail(m, FERRY_ERROR_MIGRATION_FAILED, "bad reply from the destination");
+                return 0;
+        }
+        if (strcmp(uuid, manager_host_uuid(m->manager)) == 0) {
+                source_fail(m, FERRY_ERROR_MIGRATION_FAILED,
+                            "the destination is this host (same host UUID): refusing to migrate to itself");
+                return 0;
+        }
+        if (!d) {
+                source_fail(m, FERRY_ERROR_MIGRATION_FAILED, "the domain went away");
+                return 0;
+        }
+        set_phase(m, MIGRATION_PHASE_PREPARE);
+        xml = domain_get_xml(d, DOMAIN_FORMAT_MIGRATABLE);
+        r = xml ? peer_prepare(m->peer, xml, &m->options, on_peer_prepared, m, &m->peer_call) : -ENOMEM;
+        if (r < 0)
+                source_fail(m, FERRY_ERROR_MIGRATION_FAILED, "cannot call Prepare on the destination");
+        return 0;
+}
+
+int migration_start_outgoing(Domain *d, const char *destination_uri, MigrationOptions *options,
+                             Migration **ret, char **ret_error) {
+        _cleanup_(ferry_uri_freep) FerryUri *dest = NULL;
+        _cleanup_(migration_uri_freep) MigrationUri *hv = NULL;
+        g_autofree char *address = NULL;
+        Migration *m;
+        int r;
+
+        r = ferry_uri_parse(destination_uri, &dest, ret_error);
+        if (r < 0)
+                return r;
+        if (options->hypervisor_uri) {
+                r = migration_uri_parse(options->hypervisor_uri, &hv, ret_error);
+                if (r < 0)
+                        return r;
+        }
+        if (d->state != DOMAIN_RUNNING && d->state != DOMAIN_PAUSED)
+                return -ENOTCONN;
+        if (d->op != DOMAIN_OP_NONE || !domain_monitor(d))
+                return -EBUSY;
+        r = ferry_uri_to_bus_address(dest, &address);
+        if (r < 0)
+                return r;
+
+        r = migration_new(d->manager, MIGRATION_OUTGOING, d, &m);
+        if (r < 0)
+                return r;
+        m->destination_uri = strdup(destination_uri);
+        m->options = *options;
+        *options = (MigrationOptions) {};
+        m->options.paused = m->options.paused || d->state == DOMAIN_PAUSED;
+        r = domain_begin_migration(d, m);
+        if (r < 0)
+                goto fail;
+        manager_migration_added(d->manager, m);
+
+        /* Begin is ours: the migratable XML is made when Prepare is sent. Then connect with
+         * our own credentials, and make sure the peer is another host. */
+        r = peer_open(manager_event(d->manager), address, &m->peer);
+        if (r >= 0)
+                r = peer_get_host_uuid(m->peer, on_peer_host_uuid, m, &m->peer_call);
+        if (r < 0) {
+                g_autofree char *msg = g_strdup_printf("cannot connect to %s: %s", destination_uri, strerror(-r));
+                source_fail(m, FERRY_ERROR_MIGRATION_FAILED, msg);
+        }
+        *ret = m;
+        return 0;
+fail:
+        manager_remove_migration(d->manager, m);
+        return r;
+}
+
+/* ---- destination side ---- */
+
+typedef struct PrepareRequest {
+        Migration *migration;
+        MigrationPrepared done;
+        void *userdata;
+} PrepareRequest;
+
+static void on_incoming_started(void *userdata, int error, const char *message) {
+        PrepareRequest *req = userdata;
+        Migration *m = req->migration;
+        Domain *d = migration_domain(m);
+        MigrationPrepared done = req->done;
+        void *ud = req->userdata;
+        free(req);
+
+        if (error < 0 || !d) {
+                migration_end(m, MIGRATION_FAILED, FERRY_ERROR_MIGRATION_FAILED, message ?: "QEMU did not start");
+                done(ud, m, error < 0 ? error : -EIO, message ?: "QEMU did not start", NULL);
+                return;
+        }
+        (void) domain_begin_migration(d, m);
+        set_phase(m, MIGRATION_PHASE_PERFORM);
+        done(ud, m, 0, NULL, m->hypervisor_uri);
+}
+
+static uint16_t pick_port(Manager *manager) {
+        uint16_t min = manager->config.migration_port_min, max = manager->config.migration_port_max;
+        /* Ports of incoming migrations in progress are taken; the rest of the range is tried in
+         * order (QEMU reports a port someone else holds, and the source gets the error). */
+        for (uint32_t p = min; p <= max; p++)
+                if (!manager_incoming_port_in_use(manager, (uint16_t) p))
+                        return (uint16_t) p;
+        return 0;
+}
+
+int migration_prepare_incoming(Manager *manager, const char *xml, MigrationOptions *options,
+                               MigrationPrepared done, void *userdata, char **ret_error) {
+        _cleanup_(domain_def_freep) DomainDef *def = NULL;
+        _cleanup_(migration_uri_freep) MigrationUri *listen = NULL;
+        g_autofree char *listen_uri = NULL;
+        PrepareRequest *req;
+        Domain *d, *by_name, *by_uuid;
+        Migration *m;
+        bool created = false;
+        int r;
+
+        r = domain_def_parse(xml, strlen(xml), &def, ret_error);
+        if (r < 0)
+                return r;
+        by_name = manager_find_domain_by_name(manager, def->name);
+        by_uuid = manager_find_domain_by_uuid(manager, def->uuid);
+        if (by_name != by_uuid || (by_name && domain_is_active(by_name))) {
+                *ret_error = g_strdup_printf("domain '%s' already exists here%s", def->name,
+                                             by_name && domain_is_active(by_name) ? " and is active" : " with another UUID");
+                return -EEXIST;
+        }
+
+        if (options->hypervisor_uri) {
+                r = migration_uri_parse(options->hypervisor_uri, &listen, ret_error);
+                if (r < 0)
+                        return r;
+        } else {
+                uint16_t port = pick_port(manager);
+                if (port == 0) {
+                        *ret_error = g_strdup("no free port in the migration port range");
+                        return -EADDRINUSE;
+                }
+                listen = calloc(1, sizeof(*listen));
+                if (!listen)
+                        return -ENOMEM;
+                listen->kind = MIGRATION_URI_TCP;
+                listen->host = NULL; /* any address */
+                listen->port = port;
+        }
+        listen_uri = migration_uri_to_qemu(listen);
+        if (!listen_uri)
+                return -EINVAL;
+
+        d = by_name;
+        if (!d) {
+                DomainDef *copy = domain_def_copy(def);
+                if (!copy)
+                        return -ENOMEM;
+                r = domain_new(manager, copy, false, &d);
+                if (r < 0) {
+                        domain_def_free(copy);
+                        return r;
+                }
+                created = true;
+        }
+        r = migration_new(manager, MIGRATION_INCOMING, d, &m);
+        if (r < 0)
+                goto fail_domain;
+        m->options = *options;
+        *options = (MigrationOptions) {};
+        m->incoming_port = listen->kind == MIGRATION_URI_TCP ? listen->port : 0;
+        /* The source connects to our name, not to "any". */
+        if (listen->kind == MIGRATION_URI_TCP && !listen->host) {
+                MigrationUri offer = { .kind = MIGRATION_URI_TCP, .host = manager->hostname, .port = listen->port };
+                m->hypervisor_uri = migration_uri_to_qemu(&offer);
+        } else
+                m->hypervisor_uri = strdup(listen_uri);
+        if (created)
+                manager_domain_added(manager, d);
+        manager_migration_added(manager, m);
+        set_phase(m, MIGRATION_PHASE_PREPARE);
+
+        req = calloc(1, sizeof(*req));
+        if (!req) {
+                r = -ENOMEM;
+                goto fail_migration;
+        }
+        *req = (PrepareRequest) { .migration = m, .done = done, .userdata = userdata };
+        d->incoming_def = TAKE_PTR(def);
+        r = domain_start_incoming(d, listen_uri, on_incoming_started, req);
+        if (r < 0) {
+                free(req);
+                goto fail_migration;
+        }
+        return 0;
+
+fail_migration:
+        migration_end(m, MIGRATION_FAILED, FERRY_ERROR_MIGRATION_FAILED, "cannot start the incoming QEMU");
+        manager_remove_migration(manager, m);
+fail_domain:
+        if (created)
+                manager_remove_domain(manager, d);
+        return r;
+}
+
+typedef struct FinishRequest {
+        Migration *migration;
+        MigrationDone done;
+        void *userdata;
+} FinishRequest;
+
+static void on_incoming_running(void *userdata, int error, const char *message) {
+        FinishRequest *req = userdata;
+        Migration *m = req->migration;
+
+        if (error < 0)
+                migration_end(m, MIGRATION_FAILED, FERRY_ERROR_MIGRATION_FAILED, message);
+        else {
+                set_phase(m, MIGRATION_PHASE_CONFIRM);
+                migration_end(m, MIGRATION_COMPLETED, NULL, NULL);
+        }
+        req->done(req->userdata, error, message);
+        free(req);
+}
+
+int migration_finish_incoming(Migration *m, bool success, MigrationDone done, void *userdata) {
+        Domain *d = migration_domain(m);
+        FinishRequest *req;
+        int r;
+
+        if (m->direction != MIGRATION_INCOMING || m->state != MIGRATION_RUNNING || !d)
+                return -ENOTCONN;
+        set_phase(m, MIGRATION_PHASE_FINISH);
+        if (!success) {
+                domain_end_migration(d);
+                domain_discard_incoming(d);
+                migration_end(m, MIGRATION_CANCELLED, FERRY_ERROR_MIGRATION_CANCELLED, "the source gave up");
+                done(userdata, 0, NULL);
+                return 0;
+        }
+        req = calloc(1, sizeof(*req));
+        if (!req)
+                return -ENOMEM;
+        *req = (FinishRequest) { .migration = m, .done = done, .userdata = userdata };
+        domain_end_migration(d);
+        r = domain_run_after_migration(d, m->options.paused, REASON_MIGRATED, on_incoming_running, req);
+        if (r < 0) {
+                free(req);
+                return r;
+        }
+        return 0;
+}
+
+int migration_cancel(Migration *m) {
+        if (m->state != MIGRATION_RUNNING)
+                return -ENOTCONN;
+        if (m->direction != MIGRATION_OUTGOING || m->finish_sent)
+                return -EBUSY; /* past the point of no return */
+        source_fail(m, FERRY_ERROR_MIGRATION_CANCELLED, "cancelled by request");
+        return 0;
+}
+
+static int set_parameter(Migration *m, const char *name, uint64_t value) {
+        Domain *d = migration_domain(m);
+        JsonObject *params;
+
+        if (m->state != MIGRATION_RUNNING || m->direction != MIGRATION_OUTGOING)
+                return -ENOTCONN;
+        if (!d || !domain_monitor(d))
+                return -EBUSY;
+        params = json_object_new();
+        json_object_set_int_member(params, name, (gint64) value);
+        return qemu_monitor_command(domain_monitor(d), "migrate-set-parameters", params, 0, NULL, NULL);
+}
+
+int migration_set_max_bandwidth(Migration *m, uint64_t bytes_per_second) {
+        int r = set_parameter(m, "max-bandwidth", bytes_per_second ?: BANDWIDTH_UNLIMITED);
+        if (r >= 0)
+                m->options.max_bandwidth = bytes_per_second;
+        return r;
+}
+
+int migration_set_max_downtime(Migration *m, uint64_t usec) {
+        int r = set_parameter(m, "downtime-limit", (usec + 999) / 1000);
+        if (r >= 0)
+                m->options.max_downtime_usec = usec;
+        return r;
+}
+
+void migration_domain_stopped(Migration *m) {
+        /* QEMU is gone under the migration. */
+        if (m->direction == MIGRATION_OUTGOING && m->phase == MIGRATION_PHASE_CONFIRM)
+                return;
+        if (m->direction == MIGRATION_OUTGOING)
+                source_fail(m, FERRY_ERROR_MIGRATION_FAILED, "the source QEMU exited");
+        else
+                migration_end(m, MIGRATION_FAILED, FERRY_ERROR_MIGRATION_FAILED, "the destination QEMU exited");
+}

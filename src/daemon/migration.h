@@ -1,0 +1,128 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <systemd/sd-bus.h>
+#include <systemd/sd-event.h>
+
+#include "macro.h"
+
+/* A migration job, libvirt's v3 protocol (Begin, Prepare, Perform, Finish, Confirm), in the
+ * peer-to-peer flow: the source ferryd drives every phase and talks to the destination ferryd
+ * itself (migration-peer.c). The destination keeps its own Migration object for the incoming
+ * side. No bus code for our own clients here: migration-dbus.c is that edge. */
+
+typedef struct Manager Manager;
+typedef struct Domain Domain;
+typedef struct QemuMonitor QemuMonitor;
+
+typedef enum MigrationDirection { MIGRATION_OUTGOING, MIGRATION_INCOMING } MigrationDirection;
+
+typedef enum MigrationPhase {
+        MIGRATION_PHASE_BEGIN,
+        MIGRATION_PHASE_PREPARE,
+        MIGRATION_PHASE_PERFORM,
+        MIGRATION_PHASE_FINISH,
+        MIGRATION_PHASE_CONFIRM,
+        _MIGRATION_PHASE_MAX,
+} MigrationPhase;
+
+typedef enum MigrationState {
+        MIGRATION_RUNNING,
+        MIGRATION_COMPLETED,
+        MIGRATION_FAILED,
+        MIGRATION_CANCELLED,
+        _MIGRATION_STATE_MAX,
+} MigrationState;
+
+/* Live figures from QEMU's query-migrate. */
+typedef struct MigrationStats {
+        uint64_t elapsed_usec;
+        uint64_t setup_usec;
+        uint64_t data_total, data_processed, data_remaining;
+        uint64_t bytes_per_second;
+        uint64_t dirty_pages_rate;
+        uint64_t iteration;
+        uint64_t expected_downtime_usec;
+        uint64_t downtime_usec;
+} MigrationStats;
+
+typedef struct MigrationOptions {
+        char *hypervisor_uri;      /* NULL: the destination picks */
+        uint64_t max_bandwidth;    /* bytes/s; 0 = unlimited */
+        uint64_t max_downtime_usec;/* 0 = QEMU's default (300 ms) */
+        bool paused;               /* leave the guest paused on the destination */
+} MigrationOptions;
+
+typedef struct Migration {
+        Manager *manager;
+        unsigned id;
+        char *object_path;
+        MigrationDirection direction;
+        MigrationPhase phase;
+        MigrationState state;
+        char *domain_name;
+        char *domain_path;         /* the domain's object path on this host */
+        char *destination_uri;     /* outgoing */
+        char *hypervisor_uri;      /* where QEMU's stream goes / comes in */
+        MigrationOptions options;
+        MigrationStats stats;
+        char *error_name;
+        char *error_message;
+
+        /* outgoing */
+        sd_bus *peer;              /* connection to the destination ferryd */
+        char *peer_migration;      /* its Migration object */
+        sd_bus_slot *peer_call;
+        bool finish_sent;          /* after this, losing the peer leaves the guest paused */
+        /* incoming */
+        uint16_t incoming_port;    /* taken from the port range while we listen */
+        bool qemu_completed;       /* QEMU has the whole stream */
+        sd_bus_message *pending_finish; /* Finish came before that */
+
+        sd_event_source *stats_timer;
+        sd_event_source *expire_timer;
+        sd_event_source *emit_timer;   /* coalesces PropertiesChanged */
+        uint64_t last_emit_usec;
+        bool emit_pending;
+} Migration;
+
+#define MIGRATIONS_MAX 4u                       /* running at once on one host */
+#define MIGRATIONS_KEPT_MAX 64u                 /* ended ones still visible */
+#define MIGRATION_KEEP_USEC (300ULL * 1000000ULL) /* how long an ended one stays visible */
+
+const char *migration_phase_to_string(MigrationPhase p);
+const char *migration_state_to_string(MigrationState s);
+const char *migration_direction_to_string(MigrationDirection d);
+
+void migration_options_done(MigrationOptions *o);
+
+/* Source side: starts a peer-to-peer migration of d to destination_uri (a ferry URI). Returns
+ * the job at once (it is announced on the bus before the caller's reply). -EBUSY: d is busy;
+ * -E2BIG: too many migrations; -EINVAL with *ret_error for a bad URI. */
+int migration_start_outgoing(Domain *d, const char *destination_uri, MigrationOptions *options,
+                             Migration **ret, char **ret_error);
+
+/* Destination side, called by the source's ferryd: Prepare. Defines the incoming domain,
+ * starts its QEMU waiting for the stream; done() gets the hypervisor URI to give the source. */
+typedef void (*MigrationPrepared)(void *userdata, Migration *m, int error, const char *message,
+                                  const char *hypervisor_uri);
+int migration_prepare_incoming(Manager *manager, const char *xml, MigrationOptions *options,
+                               MigrationPrepared done, void *userdata, char **ret_error);
+
+/* Destination side: Finish. success=false: throw the incoming guest away. The reply comes once
+ * the guest runs (or is gone). */
+typedef void (*MigrationDone)(void *userdata, int error, const char *message);
+int migration_finish_incoming(Migration *m, bool success, MigrationDone done, void *userdata);
+
+int migration_cancel(Migration *m);
+int migration_set_max_bandwidth(Migration *m, uint64_t bytes_per_second);
+int migration_set_max_downtime(Migration *m, uint64_t usec);
+
+Migration *migration_free(Migration *m);
+DEFINE_TRIVIAL_CLEANUP_FUNC(Migration *, migration_free);
+
+/* Called by the domain for its QEMU's MIGRATION events, and when its QEMU is gone. */
+void migration_qemu_event(Migration *m, const char *status);
+void migration_domain_stopped(Migration *m);
