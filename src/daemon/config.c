@@ -7,6 +7,7 @@
 #include <syslog.h>
 
 #include "config.h"
+#include "migration-uri.h"
 #include "log.h"
 
 typedef struct KnownKey {
@@ -130,15 +131,14 @@ int config_parse(Config *c, const char *text, size_t length, const char *origin)
         }
 
         if (get_string(kf, "Migration", "Ports", &v) > 0) {
-                unsigned lo, hi;
-                char extra;
-                if (sscanf(v, "%u-%u%c", &lo, &hi, &extra) != 2 || lo < 1024 || hi > 65535 || lo > hi) {
+                uint16_t lo, hi;
+                if (migration_port_range_parse(v, &lo, &hi) < 0 || lo < 1024) {
                         log_error("%s: [Migration] Ports=%s is not a range like 49152-49215 within 1024-65535.",
                                   origin, v);
                         return -EINVAL;
                 }
-                n.migration_port_min = (uint16_t) lo;
-                n.migration_port_max = (uint16_t) hi;
+                n.migration_port_min = lo;
+                n.migration_port_max = hi;
                 v = mfree(v);
         }
 

@@ -546,17 +546,17 @@ int migration_prepare_incoming(Manager *manager, const char *xml, MigrationOptio
                 if (r < 0)
                         return r;
         } else {
-                uint16_t port = pick_port(manager);
-                if (port == 0) {
+                listen = g_new0(MigrationUri, 1);
+                listen->kind = MIGRATION_URI_TCP;
+                listen->host = NULL; /* any address */
+        }
+        /* tcp://HOST/ without a port, or none given at all: one from the configured range. */
+        if (listen->kind == MIGRATION_URI_TCP && listen->port == 0) {
+                listen->port = pick_port(manager);
+                if (listen->port == 0) {
                         *ret_error = g_strdup("no free port in the migration port range");
                         return -EADDRINUSE;
                 }
-                listen = calloc(1, sizeof(*listen));
-                if (!listen)
-                        return -ENOMEM;
-                listen->kind = MIGRATION_URI_TCP;
-                listen->host = NULL; /* any address */
-                listen->port = port;
         }
         listen_uri = migration_uri_to_qemu(listen);
         if (!listen_uri)

@@ -40,6 +40,9 @@ static void test_values(void) {
         g_assert_null(c.hostname);
         g_assert_cmpint(parse(&c, "[Daemon]\nHostname=10.77.0.2\n"), ==, 0);
         g_assert_cmpstr(c.hostname, ==, "10.77.0.2");
+        g_assert_cmpint(parse(&c, "[Migration]\nPorts=50000-50010\n"), ==, 0);
+        g_assert_cmpuint(c.migration_port_min, ==, 50000);
+        g_assert_cmpuint(c.migration_port_max, ==, 50010);
         g_assert_cmpint(parse(&c, "[Daemon]\nHostname=fe80::1\n"), ==, 0);
         g_assert_cmpstr(c.hostname, ==, "fe80::1");
         config_done(&c);
@@ -58,6 +61,9 @@ static void test_invalid_keeps_old(void) {
                 "[Daemon]\nHostname=a..b\n",
                 "[Daemon]\nHostname=../../etc\n",
                 "[Daemon]\nIdleTimeoutSec=5\nHostname=bad_name\n", /* nothing of it applies */
+                "[Migration]\nPorts=80-90\n",
+                "[Migration]\nPorts=50010-50000\n",
+                "[Migration]\nPorts=+1024-2000\n",
                 "not a key file\n",
                 "[Daemon\nIdleTimeoutSec=5\n",
         };
