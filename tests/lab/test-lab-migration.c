@@ -239,6 +239,20 @@ static void test_cancel_keeps_source(void) {
         assert_guest_intact("b", "web1", 3);
 }
 
+static void test_over_ssh(void) {
+        g_auto(LabResult) r = {};
+
+        /* The source ferryd reaches the destination as root over ssh (systemd-stdio-bridge). */
+        CTL("b", &r, "migrate", "--verbose", "web1", "ferry+ssh://a/system");
+        g_test_message("%s", r.err);
+        g_assert_cmpint(r.status, ==, 0);
+        g_autofree char *on_a = state_of("a", "web1");
+        g_assert_cmpstr(on_a, ==, "running");
+        g_autofree char *on_b = state_of("b", "web1");
+        g_assert_cmpstr(on_b, ==, "absent");
+        assert_guest_intact("a", "web1", 3);
+}
+
 int main(int argc, char *argv[]) {
         const char *hosts[] = { "a", "b", NULL };
         int ret;
@@ -255,6 +269,7 @@ int main(int argc, char *argv[]) {
         g_test_add_func("/lab/migration/and-back-persistent", test_and_back_persistent);
         g_test_add_func("/lab/migration/refusals-leave-guest-running", test_refusals_leave_guest_running);
         g_test_add_func("/lab/migration/cancel-keeps-source", test_cancel_keeps_source);
+        g_test_add_func("/lab/migration/over-ssh", test_over_ssh);
 
         lab_up("migration", hosts);
         for (const char *const *h = hosts; *h; h++) {
