@@ -217,8 +217,18 @@ Domain *manager_find_domain_by_uuid(Manager *m, const uint8_t uuid[16]) {
 }
 
 int manager_register_migration(Manager *m, Migration *mig) {
-        if (g_hash_table_size(m->migrations) >= MIGRATIONS_KEPT_MAX)
-                return -E2BIG;
+        if (g_hash_table_size(m->migrations) >= MIGRATIONS_KEPT_MAX) {
+                /* Make room by forgetting the oldest ended one; running ones are bounded apart. */
+                GHashTableIter i;
+                Migration *old = NULL, *x;
+                g_hash_table_iter_init(&i, m->migrations);
+                while (g_hash_table_iter_next(&i, NULL, (void **) &x))
+                        if (x->state != MIGRATION_RUNNING && (!old || x->id < old->id))
+                                old = x;
+                if (!old)
+                        return -E2BIG;
+                manager_remove_migration(m, old);
+        }
         mig->id = m->next_migration_id++;
         mig->object_path = g_strdup_printf(FERRY_MIGRATION_PATH_PREFIX "/%u", mig->id);
         g_hash_table_insert(m->migrations, GUINT_TO_POINTER(mig->id), mig);

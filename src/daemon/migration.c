@@ -144,6 +144,10 @@ static void migration_end(Migration *m, MigrationState state, const char *error_
         m->peer = sd_bus_flush_close_unref(m->peer);
         if (d && d->migration == m)
                 domain_end_migration(d);
+        /* A Finish waiting for QEMU gets its answer now (an error: we are not running), so
+         * the source resumes its guest instead of waiting for a timeout. */
+        if (m->pending_finish)
+                manager_migration_finish_pending(m->manager, m);
         changed(m);
         manager_migration_ended(m->manager, m);
         (void) sd_event_add_time_relative(manager_event(m->manager), &m->expire_timer, CLOCK_MONOTONIC,
