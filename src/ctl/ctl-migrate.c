@@ -73,7 +73,8 @@ static int on_changed(sd_bus_message *m, void *userdata, sd_bus_error *ret_error
 }
 
 int ctl_migrate(int argc, char **argv) {
-        enum { O_P2P = 0x100, O_LIVE, O_VERBOSE, O_BANDWIDTH, O_MIGRATEURI, O_SUSPEND, O_DOWNTIME };
+        enum { O_P2P = 0x100, O_LIVE, O_VERBOSE, O_BANDWIDTH, O_MIGRATEURI, O_SUSPEND, O_DOWNTIME, O_PERSISTENT,
+               O_UNDEFINE_SOURCE };
         static const struct option options[] = {
                 { "p2p", no_argument, NULL, O_P2P },
                 { "live", no_argument, NULL, O_LIVE },
@@ -82,6 +83,8 @@ int ctl_migrate(int argc, char **argv) {
                 { "migrateuri", required_argument, NULL, O_MIGRATEURI },
                 { "suspend", no_argument, NULL, O_SUSPEND },
                 { "max-downtime", required_argument, NULL, O_DOWNTIME },
+                { "persistent", no_argument, NULL, O_PERSISTENT },
+                { "undefinesource", no_argument, NULL, O_UNDEFINE_SOURCE },
                 {}
         };
         _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
@@ -91,7 +94,7 @@ int ctl_migrate(int argc, char **argv) {
         _cleanup_free_ char *domain_path = NULL, *migration = NULL;
         const char *migrateuri = NULL, *path;
         uint64_t bandwidth = 0, downtime = 0;
-        bool verbose = false, suspend = false, dirty = true;
+        bool verbose = false, suspend = false, persistent = false, undefine_source = false, dirty = true;
         Progress p = {};
         char *end;
         int c, r;
@@ -107,6 +110,12 @@ int ctl_migrate(int argc, char **argv) {
                         break;
                 case O_SUSPEND:
                         suspend = true;
+                        break;
+                case O_PERSISTENT:
+                        persistent = true;
+                        break;
+                case O_UNDEFINE_SOURCE:
+                        undefine_source = true;
                         break;
                 case O_MIGRATEURI:
                         migrateuri = optarg;
@@ -155,6 +164,10 @@ int ctl_migrate(int argc, char **argv) {
                 r = sd_bus_message_append(m, "{sv}", "max_downtime_usec", "t", downtime);
         if (r >= 0 && suspend)
                 r = sd_bus_message_append(m, "{sv}", "paused", "b", 1);
+        if (r >= 0 && persistent)
+                r = sd_bus_message_append(m, "{sv}", "persistent", "b", 1);
+        if (r >= 0 && undefine_source)
+                r = sd_bus_message_append(m, "{sv}", "undefine_source", "b", 1);
         if (r >= 0)
                 r = sd_bus_message_close_container(m);
         if (r >= 0)

@@ -94,6 +94,14 @@ int migration_options_read(sd_bus_message *msg, MigrationOptions *o, sd_bus_erro
                         int b;
                         READ_VARIANT("b", &b);
                         o->paused = b;
+                } else if (strcmp(key, "persistent") == 0) {
+                        int b;
+                        READ_VARIANT("b", &b);
+                        o->persistent = b;
+                } else if (strcmp(key, "undefine_source") == 0) {
+                        int b;
+                        READ_VARIANT("b", &b);
+                        o->undefine_source = b;
                 } else
                         return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Unknown option '%s'.", key);
 #undef READ_VARIANT

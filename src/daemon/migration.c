@@ -257,10 +257,14 @@ static int on_peer_finish(sd_bus_message *reply, void *userdata, sd_bus_error *r
                 migration_end(m, MIGRATION_FAILED, FERRY_ERROR_MIGRATION_FAILED, e->message ?: e->name);
                 return 0;
         }
-        /* The destination runs the guest: ours must go. */
+        /* The destination runs the guest: ours must go. With undefine_source the definition
+         * goes too (the domain turns transient and disappears with its QEMU). */
         set_phase(m, MIGRATION_PHASE_CONFIRM);
         if (d) {
                 domain_end_migration(d);
+                if (m->options.undefine_source && d->persistent && domain_undefine(d) < 0)
+                        log_warning("Migration %u: cannot remove the source definition of %s, ignoring.",
+                                    m->id, m->domain_name);
                 domain_confirm_migrated_out(d);
         }
         migration_end(m, MIGRATION_COMPLETED, NULL, NULL);
@@ -627,7 +631,18 @@ typedef struct FinishRequest {
 static void on_incoming_running(void *userdata, int error, const char *message) {
         FinishRequest *req = userdata;
         Migration *m = req->migration;
+        Domain *d = migration_domain(m);
 
+        /* The seed's table: --persistent defines the domain here with the source's definition
+         * (replacing one we had); without it, a definition we had stays as it was. */
+        if (error >= 0 && d && m->options.persistent) {
+                DomainDef *def = domain_def_copy(d->live_def ?: d->def);
+                if (!def || domain_redefine(d, def) < 0) {
+                        domain_def_free(def);
+                        log_warning("Migration %u: cannot save the definition of %s here, ignoring.",
+                                    m->id, m->domain_name);
+                }
+        }
         if (error < 0)
                 migration_end(m, MIGRATION_FAILED, FERRY_ERROR_MIGRATION_FAILED, message);
         else {

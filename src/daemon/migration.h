@@ -53,6 +53,8 @@ typedef struct MigrationOptions {
         uint64_t max_bandwidth;    /* bytes/s; 0 = unlimited */
         uint64_t max_downtime_usec;/* 0 = QEMU's default (300 ms) */
         bool paused;               /* leave the guest paused on the destination */
+        bool persistent;           /* define it on the destination (seed: --persistent) */
+        bool undefine_source;      /* remove the source's definition (seed: --undefinesource) */
 } MigrationOptions;
 
 typedef struct Migration {
