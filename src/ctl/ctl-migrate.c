@@ -74,7 +74,7 @@ static int on_changed(sd_bus_message *m, void *userdata, sd_bus_error *ret_error
 
 int ctl_migrate(int argc, char **argv) {
         enum { O_P2P = 0x100, O_LIVE, O_VERBOSE, O_BANDWIDTH, O_MIGRATEURI, O_SUSPEND, O_DOWNTIME, O_PERSISTENT,
-               O_UNDEFINE_SOURCE };
+               O_UNDEFINE_SOURCE, O_OFFLINE };
         static const struct option options[] = {
                 { "p2p", no_argument, NULL, O_P2P },
                 { "live", no_argument, NULL, O_LIVE },
@@ -85,6 +85,7 @@ int ctl_migrate(int argc, char **argv) {
                 { "max-downtime", required_argument, NULL, O_DOWNTIME },
                 { "persistent", no_argument, NULL, O_PERSISTENT },
                 { "undefinesource", no_argument, NULL, O_UNDEFINE_SOURCE },
+                { "offline", no_argument, NULL, O_OFFLINE },
                 {}
         };
         _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
@@ -94,7 +95,8 @@ int ctl_migrate(int argc, char **argv) {
         _cleanup_free_ char *domain_path = NULL, *migration = NULL;
         const char *migrateuri = NULL, *path;
         uint64_t bandwidth = 0, downtime = 0;
-        bool verbose = false, suspend = false, persistent = false, undefine_source = false, dirty = true;
+        bool verbose = false, suspend = false, persistent = false, undefine_source = false, offline = false,
+             dirty = true;
         Progress p = {};
         char *end;
         int c, r;
@@ -116,6 +118,9 @@ int ctl_migrate(int argc, char **argv) {
                         break;
                 case O_UNDEFINE_SOURCE:
                         undefine_source = true;
+                        break;
+                case O_OFFLINE:
+                        offline = true;
                         break;
                 case O_MIGRATEURI:
                         migrateuri = optarg;
@@ -168,6 +173,8 @@ int ctl_migrate(int argc, char **argv) {
                 r = sd_bus_message_append(m, "{sv}", "persistent", "b", 1);
         if (r >= 0 && undefine_source)
                 r = sd_bus_message_append(m, "{sv}", "undefine_source", "b", 1);
+        if (r >= 0 && offline)
+                r = sd_bus_message_append(m, "{sv}", "offline", "b", 1);
         if (r >= 0)
                 r = sd_bus_message_close_container(m);
         if (r >= 0)

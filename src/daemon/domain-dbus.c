@@ -241,7 +241,7 @@ static int method_migrate(sd_bus_message *msg, void *userdata, sd_bus_error *err
 
         r = migration_start_outgoing(d, uri, &options, &mig, &why);
         if (r == -EINVAL)
-                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Invalid URI: %s", strna(why));
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Cannot migrate: %s", strna(why));
         if (r == -E2BIG)
                 return sd_bus_error_setf(error, SD_BUS_ERROR_LIMITS_EXCEEDED,
                                          "Too many migrations at once (at most %u).", MIGRATIONS_MAX);

@@ -310,8 +310,10 @@ static void on_prepared(void *userdata, Migration *mig, int error, const char *m
         sd_bus_message *msg = userdata;
 
         if (error < 0)
-                (void) sd_bus_reply_method_errorf(msg, FERRY_ERROR_MIGRATION_FAILED, "Prepare failed: %s",
-                                                  message ?: strerror(-error));
+                (void) sd_bus_reply_method_errorf(msg, error == -EEXIST ? FERRY_ERROR_DOMAIN_EXISTS :
+                                                       error == -EINVAL ? FERRY_ERROR_INVALID_DEFINITION :
+                                                       FERRY_ERROR_MIGRATION_FAILED,
+                                                  "Prepare failed: %s", message ?: strerror(-error));
         else
                 (void) sd_bus_reply_method_return(msg, "os", mig->object_path, uri);
         sd_bus_message_unref(msg);

@@ -71,6 +71,11 @@ int peer_prepare(sd_bus *peer, const char *xml, const MigrationOptions *o, sd_bu
                 if (r < 0)
                         return r;
         }
+        if (o->offline) {
+                r = sd_bus_message_append(m, "{sv}", "offline", "b", 1);
+                if (r < 0)
+                        return r;
+        }
         r = sd_bus_message_close_container(m);
         if (r < 0)
                 return r;

@@ -4,11 +4,13 @@
 #include <glib.h>
 #include <json-glib/json-glib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "domain.h"
 #include "ferry-bus.h"
 #include "log.h"
 #include "manager.h"
+#include "hook.h"
 #include "migration-peer.h"
 #include "migration-uri.h"
 #include "migration.h"
@@ -204,6 +206,8 @@ static void source_fail(Migration *m, const char *error_name, const char *messag
 
 static void resume_source(Migration *m) {
         Domain *d = migration_domain(m);
+        if (m->options.offline)
+                return; /* the guest was never touched */
         /* Our end of the guest never stopped being the real one: let it run again. */
         if (d) {
                 bool was_running = !m->options.paused;
@@ -390,6 +394,14 @@ static int on_peer_prepared(sd_bus_message *reply, void *userdata, sd_bus_error 
                 return 0;
         }
         m->peer_migration = strdup(path);
+        if (m->options.offline) {
+                Domain *d = migration_domain(m);
+                /* The definition is there now; the seed's --undefinesource applies to ours. */
+                if (d && m->options.undefine_source && d->persistent && domain_undefine(d) < 0)
+                        log_warning("Migration %u: cannot remove the source definition, ignoring.", m->id);
+                migration_end(m, MIGRATION_COMPLETED, NULL, NULL);
+                return 0;
+        }
         /* What the destination gives us is input too: it must be a tcp: or unix: address. */
         if (migration_uri_parse(uri, &parsed, &why) < 0) {
                 g_autofree char *msg = g_strdup_printf("the destination offered an unusable address: %s", strna(why));
@@ -432,7 +444,7 @@ static int on_peer_host_uuid(sd_bus_message *reply, void *userdata, sd_bus_error
                 return 0;
         }
         set_phase(m, MIGRATION_PHASE_PREPARE);
-        xml = domain_get_xml(d, DOMAIN_FORMAT_MIGRATABLE);
+        xml = domain_get_xml(d, DOMAIN_FORMAT_MIGRATABLE | (m->options.offline ? DOMAIN_FORMAT_INACTIVE : 0));
         r = xml ? peer_prepare(m->peer, xml, &m->options, on_peer_prepared, m, &m->peer_call) : -ENOMEM;
         if (r < 0)
                 source_fail(m, FERRY_ERROR_MIGRATION_FAILED, "cannot call Prepare on the destination");
@@ -455,10 +467,18 @@ int migration_start_outgoing(Domain *d, const char *destination_uri, MigrationOp
                 if (r < 0)
                         return r;
         }
-        if (d->state != DOMAIN_RUNNING && d->state != DOMAIN_PAUSED)
-                return -ENOTCONN;
-        if (d->op != DOMAIN_OP_NONE || !domain_monitor(d))
-                return -EBUSY;
+        if (options->offline) {
+                /* Only the definition moves; the guest, running or not, stays where it is. */
+                if (!d->persistent) {
+                        *ret_error = g_strdup("offline migration moves a definition: the domain must be persistent");
+                        return -EINVAL;
+                }
+        } else {
+                if (d->state != DOMAIN_RUNNING && d->state != DOMAIN_PAUSED)
+                        return -ENOTCONN;
+                if (d->op != DOMAIN_OP_NONE || !domain_monitor(d))
+                        return -EBUSY;
+        }
         r = ferry_uri_to_bus_address(dest, &address);
         if (r < 0)
                 return r;
@@ -470,9 +490,11 @@ int migration_start_outgoing(Domain *d, const char *destination_uri, MigrationOp
         m->options = *options;
         *options = (MigrationOptions) {};
         m->options.paused = m->options.paused || d->state == DOMAIN_PAUSED;
-        r = domain_begin_migration(d, m);
-        if (r < 0)
-                goto fail;
+        if (!m->options.offline) {
+                r = domain_begin_migration(d, m);
+                if (r < 0)
+                        goto fail;
+        }
         manager_migration_added(d->manager, m);
 
         /* Begin is ours: the migratable XML is made when Prepare is sent. Then connect with
@@ -527,8 +549,43 @@ static uint16_t pick_port(Manager *manager) {
         return 0;
 }
 
-int migration_prepare_incoming(Manager *manager, const char *xml, MigrationOptions *options,
-                               MigrationPrepared done, void *userdata, char **ret_error) {
+/* Offline: the definition only, as a persistent domain here; no QEMU, nothing to finish. */
+static int prepare_offline(Manager *manager, DomainDef **defp, Domain *existing, MigrationOptions *options,
+                           MigrationPrepared done, void *userdata, char **ret_error) {
+        Domain *d = existing;
+        Migration *m;
+        int r;
+
+        if (d) {
+                r = domain_redefine(d, *defp);
+                if (r < 0)
+                        return r;
+                *defp = NULL;
+        } else {
+                r = domain_new(manager, *defp, true, &d);
+                if (r < 0)
+                        return r;
+                *defp = NULL;
+                r = domain_save_config(d);
+                if (r < 0) {
+                        domain_free(d);
+                        return r;
+                }
+                manager_domain_added(manager, d);
+        }
+        r = migration_new(manager, MIGRATION_INCOMING, d, &m);
+        if (r < 0)
+                return 0; /* the definition is in; only the record is missing */
+        m->options = *options;
+        *options = (MigrationOptions) {};
+        manager_migration_added(manager, m);
+        migration_end(m, MIGRATION_COMPLETED, NULL, NULL);
+        done(userdata, m, 0, NULL, "");
+        return 0;
+}
+
+static int prepare_parsed(Manager *manager, const char *xml, MigrationOptions *options,
+                          MigrationPrepared done, void *userdata, char **ret_error) {
         _cleanup_(domain_def_freep) DomainDef *def = NULL;
         _cleanup_(migration_uri_freep) MigrationUri *listen = NULL;
         g_autofree char *listen_uri = NULL;
@@ -548,6 +605,8 @@ int migration_prepare_incoming(Manager *manager, const char *xml, MigrationOptio
                                              by_name && domain_is_active(by_name) ? " and is active" : " with another UUID");
                 return -EEXIST;
         }
+        if (options->offline)
+                return prepare_offline(manager, &def, by_name, options, done, userdata, ret_error);
 
         if (options->hypervisor_uri) {
                 r = migration_uri_parse(options->hypervisor_uri, &listen, ret_error);
@@ -620,6 +679,69 @@ fail_domain:
         if (created)
                 manager_remove_domain(manager, d);
         return r;
+}
+
+/* The administrator's hook (/etc/ferry/hooks/migrate NAME migrate begin -) may rewrite the
+ * incoming XML or refuse it, as libvirt's qemu hook does; empty output keeps it. */
+typedef struct HookRequest {
+        Manager *manager;
+        char *xml;
+        MigrationOptions options;
+        MigrationPrepared done;
+        void *userdata;
+        Hook *hook;
+} HookRequest;
+
+static void on_migrate_hook(void *userdata, int error, const char *message, const char *output) {
+        HookRequest *req = userdata;
+        g_autofree char *why = NULL;
+        int r;
+
+        if (error < 0) {
+                why = g_strdup_printf("the migrate hook refused the domain: %s", message);
+                r = -EPERM;
+        } else {
+                const char *xml = output && output[strspn(output, " \t\r\n")] ? output : req->xml;
+                r = prepare_parsed(req->manager, xml, &req->options, req->done, req->userdata, &why);
+        }
+        if (r < 0)
+                req->done(req->userdata, NULL, r, why ?: strerror(-r), NULL);
+        migration_options_done(&req->options);
+        hook_free(req->hook);
+        free(req->xml);
+        free(req);
+}
+
+int migration_prepare_incoming(Manager *manager, const char *xml, MigrationOptions *options,
+                               MigrationPrepared done, void *userdata, char **ret_error) {
+        _cleanup_(domain_def_freep) DomainDef *def = NULL;
+        g_autofree char *hook = g_build_filename(manager->config_dir, "hooks", "migrate", NULL);
+        HookRequest *req;
+        int r;
+
+        /* Validate before anything runs; the hook sees only XML we would accept. */
+        r = domain_def_parse(xml, strlen(xml), &def, ret_error);
+        if (r < 0)
+                return r;
+        if (access(hook, X_OK) < 0)
+                return prepare_parsed(manager, xml, options, done, userdata, ret_error);
+
+        req = calloc(1, sizeof(*req));
+        if (!req)
+                return -ENOMEM;
+        *req = (HookRequest) { .manager = manager, .xml = strdup(xml), .options = *options, .done = done,
+                               .userdata = userdata };
+        *options = (MigrationOptions) {};
+        char *argv[] = { hook, def->name, (char *) "migrate", (char *) "begin", (char *) "-", NULL };
+        r = req->xml ? hook_run(manager_event(manager), argv, xml, on_migrate_hook, req, &req->hook) : -ENOMEM;
+        if (r < 0) {
+                *options = req->options;
+                free(req->xml);
+                free(req);
+                *ret_error = g_strdup("cannot run the migrate hook");
+                return r;
+        }
+        return 0;
 }
 
 typedef struct FinishRequest {

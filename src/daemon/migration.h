@@ -55,6 +55,7 @@ typedef struct MigrationOptions {
         bool paused;               /* leave the guest paused on the destination */
         bool persistent;           /* define it on the destination (seed: --persistent) */
         bool undefine_source;      /* remove the source's definition (seed: --undefinesource) */
+        bool offline;              /* move the definition only (seed: "Offline migration") */
 } MigrationOptions;
 
 typedef struct Migration {

@@ -161,6 +161,64 @@ static void test_row(gconstpointer data) {
         (void) CTL("a", &r, "undefine", name);
 }
 
+/* Offline migration: the definition moves (through the destination's migrate hook), the
+ * guest does not. */
+static void test_offline(void) {
+        g_autofree char *xml1 = xml_for("off1", "source", 90);
+        g_autofree char *xml2 = xml_for("off2", "source", 91);
+        g_autofree char *xml3 = xml_for("refuse3", "source", 92);
+        g_autofree char *dir = lab_host_dir("b");
+        g_autofree char *hooks = g_build_filename(dir, "etc-ferry", "hooks", NULL);
+        g_autofree char *hook = g_build_filename(hooks, "migrate", NULL);
+        g_auto(LabResult) r = {};
+
+        put("a", "off1.xml", xml1);
+        put("a", "off2.xml", xml2);
+        put("a", "refuse3.xml", xml3);
+        g_assert_cmpint(CTL("a", &r, "define", "/etc/ferry/off1.xml"), ==, 0);
+        lab_result_clear(&r);
+        g_assert_cmpint(CTL("a", &r, "migrate", "--offline", "--persistent", "off1", TO_B), ==, 0);
+        lab_result_clear(&r);
+        g_assert_cmpint(CTL("b", &r, "dominfo", "off1"), ==, 0);
+        g_assert_nonnull(strstr(r.out, "State:          shut off"));
+        g_assert_nonnull(strstr(r.out, "Persistent:     yes"));
+        lab_result_clear(&r);
+        g_assert_cmpint(CTL("a", &r, "dominfo", "off1"), ==, 0); /* still defined at the source */
+        lab_result_clear(&r);
+
+        /* A transient domain has no definition to move. */
+        g_assert_cmpint(CTL("a", &r, "create", "/etc/ferry/off2.xml"), ==, 0);
+        lab_result_clear(&r);
+        g_assert_cmpint(CTL("a", &r, "migrate", "--offline", "off2", TO_B), ==, 1);
+        g_assert_nonnull(strstr(r.err, "must be persistent"));
+        lab_result_clear(&r);
+        g_assert_cmpint(CTL("a", &r, "destroy", "off2"), ==, 0);
+        lab_result_clear(&r);
+
+        /* The hook rewrites the XML, or refuses it with a non-zero exit. */
+        g_assert_cmpint(g_mkdir_with_parents(hooks, 0755), ==, 0);
+        g_assert_true(g_file_set_contents(hook,
+                "#!/bin/sh\n"
+                "# $1 = domain name, then: migrate begin -\n"
+                "case \"$1\" in refuse*) echo no >&2; exit 1;; esac\n"
+                "sed 's|<title>source</title>|<title>hooked</title>|'\n", -1, NULL));
+        g_assert_cmpint(g_chmod(hook, 0755), ==, 0);
+        g_assert_cmpint(CTL("a", &r, "define", "/etc/ferry/off2.xml"), ==, 0);
+        lab_result_clear(&r);
+        g_assert_cmpint(CTL("a", &r, "migrate", "--offline", "--persistent", "off2", TO_B), ==, 0);
+        lab_result_clear(&r);
+        g_assert_cmpint(CTL("b", &r, "dumpxml", "--inactive", "off2"), ==, 0);
+        g_assert_nonnull(strstr(r.out, "<title>hooked</title>"));
+        lab_result_clear(&r);
+        g_assert_cmpint(CTL("a", &r, "define", "/etc/ferry/refuse3.xml"), ==, 0);
+        lab_result_clear(&r);
+        g_assert_cmpint(CTL("a", &r, "migrate", "--offline", "--persistent", "refuse3", TO_B), ==, 1);
+        g_assert_nonnull(strstr(r.err, "hook refused"));
+        lab_result_clear(&r);
+        g_assert_cmpint(CTL("b", &r, "dominfo", "refuse3"), ==, 1);
+        g_unlink(hook);
+}
+
 int main(int argc, char *argv[]) {
         const char *hosts[] = { "a", "b", NULL };
         int ret;
@@ -179,6 +237,7 @@ int main(int argc, char *argv[]) {
                         row->dst_config ? "Y" : "N", row->undefine_source ? "Y" : "N", row->persistent ? "Y" : "N");
                 g_test_add_data_func(path, row, test_row);
         }
+        g_test_add_func("/lab/offline/definition-moves-hook-applies", test_offline);
         lab_up("config-table", hosts);
         ret = g_test_run();
         lab_down();
