@@ -20,3 +20,7 @@ int ctl_domain_verb(const char *verb, int argc, char **argv, bool *ret_handled);
 void ctl_domain_help(void);
 
 int ctl_migrate(int argc, char **argv);
+
+/* domjobinfo, domjobabort, migrate-setspeed, migrate-setmaxdowntime (argv[0] is the verb). */
+int ctl_job(int argc, char **argv);
+void ctl_job_help(void);

@@ -108,6 +108,8 @@ static void help(void) {
                "  --version          print ferryctl's version\n\n"
                "Exit status: 0 on success, 1 on failure, 2 on bad usage.\n\n", FERRY_CONFIG_FILE);
         ctl_domain_help();
+        printf("\n");
+        ctl_job_help();
 }
 
 typedef struct Verb {
@@ -119,6 +121,10 @@ static const Verb verbs[] = {
         { "version", cmd_version },
         { "reload", cmd_reload },
         { "migrate", ctl_migrate },
+        { "domjobinfo", ctl_job },
+        { "domjobabort", ctl_job },
+        { "migrate-setspeed", ctl_job },
+        { "migrate-setmaxdowntime", ctl_job },
 };
 
 int main(int argc, char *argv[]) {
