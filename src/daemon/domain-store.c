@@ -77,8 +77,9 @@ int domain_store_save_live(Domain *d) {
 
         if (!xml)
                 return -ENOMEM;
-        state = g_strdup_printf("[Domain]\nState=%s\nReason=%s\nUnit=%s\n",
-                                domain_state_to_string(d->state), d->reason, d->unit);
+        state = g_strdup_printf("[Domain]\nState=%s\nReason=%s\nUnit=%s\nIncoming=%s\n",
+                                domain_state_to_string(d->state), d->reason, d->unit,
+                                d->incoming_uri ? "yes" : "no");
         if (g_mkdir_with_parents(d->run_dir, 0700) < 0)
                 return log_error_errno(errno, "Failed to create %s: %m", d->run_dir);
         r = write_file_atomic(xml_path, xml, strlen(xml), 0600);
@@ -116,7 +117,8 @@ int domain_store_read_def(const char *path, DomainDef **ret) {
         return 0;
 }
 
-int domain_store_load_live(const char *run_dir, DomainDef **ret_def, char **ret_state, char **ret_reason) {
+int domain_store_load_live(const char *run_dir, DomainDef **ret_def, char **ret_state, char **ret_reason,
+                           bool *ret_incoming) {
         g_autofree char *xml_path = g_build_filename(run_dir, "live.xml", NULL);
         g_autofree char *state_path = g_build_filename(run_dir, "state", NULL);
         g_autoptr(GKeyFile) kf = g_key_file_new();
@@ -130,6 +132,7 @@ int domain_store_load_live(const char *run_dir, DomainDef **ret_def, char **ret_
                 return r;
         *ret_state = g_key_file_get_string(kf, "Domain", "State", NULL);
         *ret_reason = g_key_file_get_string(kf, "Domain", "Reason", NULL);
+        *ret_incoming = g_key_file_get_boolean(kf, "Domain", "Incoming", NULL);
         return 0;
 }
 

@@ -20,7 +20,9 @@ bool domain_store_autostart(Manager *m, const char *name);
 
 int domain_store_save_live(Domain *d);
 void domain_store_remove_live(Domain *d);
-int domain_store_load_live(const char *run_dir, DomainDef **ret_def, char **ret_state, char **ret_reason);
+/* ret_incoming: QEMU was started as a migration destination. */
+int domain_store_load_live(const char *run_dir, DomainDef **ret_def, char **ret_state, char **ret_reason,
+                           bool *ret_incoming);
 
 /* Reads one definition file (config or live). */
 int domain_store_read_def(const char *path, DomainDef **ret);

@@ -277,6 +277,17 @@ static void on_status_reply(QemuMonitor *mon, int error, const char *error_class
         if (d->reattaching) {
                 d->reattaching = false;
                 manager_check_idle(d->manager);
+                if (d->reattaching_incoming && s != QEMU_RUN_STATE_RUNNING) {
+                        /* An incoming migration whose ferryd died before Finish: the source
+                         * still has the guest (it resumes it when Finish fails), so this copy
+                         * must never run. */
+                        d->reattaching_incoming = false;
+                        log_warning("Domain %s: incoming migration was interrupted, discarding this copy.",
+                                    d->def->name);
+                        domain_discard_incoming(d);
+                        return;
+                }
+                d->reattaching_incoming = false;
                 if (s == QEMU_RUN_STATE_RUNNING)
                         set_state(d, DOMAIN_RUNNING, d->reason);
                 else if (s == QEMU_RUN_STATE_SHUTDOWN) {
@@ -689,7 +700,8 @@ int domain_reattach(Manager *m, const char *run_dir) {
         Domain *d;
         int r;
 
-        r = domain_store_load_live(run_dir, &live, &saved_state, &saved_reason);
+        bool incoming = false;
+        r = domain_store_load_live(run_dir, &live, &saved_state, &saved_reason, &incoming);
         if (r < 0)
                 return r;
 
@@ -710,6 +722,7 @@ int domain_reattach(Manager *m, const char *run_dir) {
         d->state = g_strcmp0(saved_state, "running") == 0 ? DOMAIN_RUNNING : DOMAIN_PAUSED;
         d->reason = domain_reason_intern(saved_reason);
         d->reattaching = true;
+        d->reattaching_incoming = incoming;
 
         r = connect_monitor(d);
         if (r < 0) {
@@ -769,6 +782,8 @@ int domain_run_after_migration(Domain *d, bool paused, const char *reason, Domai
 
         if (!d->monitor || !qemu_monitor_is_ready(d->monitor))
                 return -ENOTCONN;
+        /* From here on this copy is the guest: no longer an incoming one to discard. */
+        d->incoming_uri = mfree(d->incoming_uri);
         if (paused) {
                 set_state(d, DOMAIN_PAUSED, reason);
                 if (done)

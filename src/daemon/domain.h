@@ -90,6 +90,7 @@ typedef struct Domain {
         bool exit_expected;        /* we asked QEMU to go: its exit is not a crash */
         const char *exit_reason;   /* reason for shutoff once it has gone */
         bool reattaching;
+        bool reattaching_incoming;  /* ... to a QEMU started as a migration destination */
 
         char *incoming_uri;        /* starting as a migration destination: QEMU listens here */
         DomainDef *incoming_def;   /* ... and runs this definition (the source's) */

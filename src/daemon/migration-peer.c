@@ -82,17 +82,22 @@ int peer_prepare(sd_bus *peer, const char *xml, const MigrationOptions *o, sd_bu
         return sd_bus_call_async(peer, ret_slot, m, cb, userdata, PEER_CALL_TIMEOUT_USEC);
 }
 
-int peer_finish(sd_bus *peer, const char *migration_path, bool success, sd_bus_message_handler_t cb,
-                void *userdata, sd_bus_slot **ret_slot) {
+int peer_finish(sd_bus *peer, const char *owner, const char *migration_path, bool success,
+                sd_bus_message_handler_t cb, void *userdata, sd_bus_slot **ret_slot) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
         int r;
 
-        r = sd_bus_message_new_method_call(peer, &m, FERRY_BUS_NAME, migration_path, FERRY_MIGRATION_INTERFACE,
-                                           "Finish");
+        r = sd_bus_message_new_method_call(peer, &m, owner ?: FERRY_BUS_NAME, migration_path,
+                                           FERRY_MIGRATION_INTERFACE, "Finish");
         if (r < 0)
                 return r;
         r = sd_bus_message_append(m, "b", success);
         if (r < 0)
                 return r;
         return sd_bus_call_async(peer, ret_slot, m, cb, userdata, PEER_CALL_TIMEOUT_USEC);
+}
+
+int peer_watch_owner(sd_bus *peer, sd_bus_message_handler_t cb, void *userdata, sd_bus_slot **ret_slot) {
+        return sd_bus_match_signal_async(peer, ret_slot, "org.freedesktop.DBus", "/org/freedesktop/DBus",
+                                         "org.freedesktop.DBus", "NameOwnerChanged", cb, NULL, userdata);
 }

@@ -21,6 +21,10 @@ int peer_get_host_uuid(sd_bus *peer, sd_bus_message_handler_t cb, void *userdata
 int peer_prepare(sd_bus *peer, const char *xml, const MigrationOptions *options,
                  sd_bus_message_handler_t cb, void *userdata, sd_bus_slot **ret_slot);
 
-/* Migration.Finish(b success) on the destination's migration object. */
-int peer_finish(sd_bus *peer, const char *migration_path, bool success,
+/* Migration.Finish(b success) on the destination's migration object, sent to owner: the
+ * unique name of the ferryd that prepared it (a restarted ferryd knows nothing of it). */
+int peer_finish(sd_bus *peer, const char *owner, const char *migration_path, bool success,
                 sd_bus_message_handler_t cb, void *userdata, sd_bus_slot **ret_slot);
+
+/* cb runs when the ferryd with unique name owner leaves the destination's bus. */
+int peer_watch_owner(sd_bus *peer, sd_bus_message_handler_t cb, void *userdata, sd_bus_slot **ret_slot);

@@ -64,7 +64,9 @@ Migration *migration_free(Migration *m) {
         if (d && d->migration == m)
                 domain_end_migration(d);
         sd_bus_slot_unref(m->peer_call);
+        sd_bus_slot_unref(m->peer_watch);
         sd_bus_flush_close_unref(m->peer);
+        free(m->peer_owner);
         sd_bus_message_unref(m->pending_finish);
         sd_event_source_disable_unref(m->stats_timer);
         sd_event_source_disable_unref(m->expire_timer);
@@ -143,6 +145,7 @@ static void migration_end(Migration *m, MigrationState state, const char *error_
                 log_info("Migration %u of %s: %s.", m->id, m->domain_name, migration_state_to_string(state));
         m->stats_timer = sd_event_source_disable_unref(m->stats_timer);
         m->peer_call = sd_bus_slot_unref(m->peer_call);
+        m->peer_watch = sd_bus_slot_unref(m->peer_watch);
         m->peer = sd_bus_flush_close_unref(m->peer);
         if (d && d->migration == m)
                 domain_end_migration(d);
@@ -233,7 +236,7 @@ static void source_fail(Migration *m, const char *error_name, const char *messag
                 (void) qemu_monitor_command(domain_monitor(d), "migrate_cancel", NULL, 0, NULL, NULL);
         if (m->peer && m->peer_migration) {
                 m->peer_call = sd_bus_slot_unref(m->peer_call);
-                (void) peer_finish(m->peer, m->peer_migration, false, on_peer_finish_abort, m, NULL);
+                (void) peer_finish(m->peer, m->peer_owner, m->peer_migration, false, on_peer_finish_abort, m, NULL);
                 (void) sd_bus_flush(m->peer);
         }
         resume_source(m);
@@ -248,6 +251,8 @@ static int on_peer_finish(sd_bus_message *reply, void *userdata, sd_bus_error *r
 
         m->peer_call = sd_bus_slot_unref(m->peer_call);
         if (e) {
+                /* NoReply & co: the call may have arrived; NameHasNoOwner/ServiceUnknown: that
+                 * ferryd was gone before it, so it never ran the guest. */
                 if (sd_bus_error_has_names(e, SD_BUS_ERROR_NO_REPLY, SD_BUS_ERROR_DISCONNECTED, SD_BUS_ERROR_TIMEOUT)) {
                         /* We cannot know whether the destination runs the guest: the one safe
                          * choice left is to keep ours paused (seed: "managed direct"). */
@@ -281,7 +286,7 @@ static void source_finish(Migration *m) {
         set_phase(m, MIGRATION_PHASE_FINISH);
         m->stats_timer = sd_event_source_disable_unref(m->stats_timer);
         m->finish_sent = true;
-        r = peer_finish(m->peer, m->peer_migration, true, on_peer_finish, m, &m->peer_call);
+        r = peer_finish(m->peer, m->peer_owner, m->peer_migration, true, on_peer_finish, m, &m->peer_call);
         if (r < 0)
                 source_fail(m, FERRY_ERROR_MIGRATION_FAILED, "cannot call Finish on the destination");
 }
@@ -375,6 +380,21 @@ static void source_perform(Migration *m) {
                                           STATS_INTERVAL_USEC, 0, on_stats_timer, m);
 }
 
+static int on_peer_owner_changed(sd_bus_message *msg, void *userdata, sd_bus_error *ret_error) {
+        Migration *m = userdata;
+        const char *name, *old_owner, *new_owner;
+
+        if (sd_bus_message_read(msg, "sss", &name, &old_owner, &new_owner) < 0)
+                return 0;
+        if (!m->peer_owner || strcmp(old_owner, m->peer_owner) != 0 || m->state != MIGRATION_RUNNING)
+                return 0;
+        /* During Finish the answer to the call decides (it fails now too); before it, the
+         * destination never ran the guest. */
+        if (!m->finish_sent)
+                source_fail(m, FERRY_ERROR_MIGRATION_FAILED, "the destination's ferryd went away");
+        return 0;
+}
+
 static int on_peer_prepared(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error) {
         Migration *m = userdata;
         const sd_bus_error *e = sd_bus_message_get_error(reply);
@@ -394,6 +414,9 @@ static int on_peer_prepared(sd_bus_message *reply, void *userdata, sd_bus_error 
                 return 0;
         }
         m->peer_migration = strdup(path);
+        m->peer_owner = strdup(strempty(sd_bus_message_get_sender(reply)));
+        /* If that ferryd goes away before Finish, its half is lost: stop and resume ours. */
+        (void) peer_watch_owner(m->peer, on_peer_owner_changed, m, &m->peer_watch);
         if (m->options.offline) {
                 Domain *d = migration_domain(m);
                 /* The definition is there now; the seed's --undefinesource applies to ours. */

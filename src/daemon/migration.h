@@ -77,6 +77,8 @@ typedef struct Migration {
         /* outgoing */
         sd_bus *peer;              /* connection to the destination ferryd */
         char *peer_migration;      /* its Migration object */
+        char *peer_owner;          /* the unique name of the ferryd that prepared it */
+        sd_bus_slot *peer_watch;   /* NameOwnerChanged: that ferryd going away */
         sd_bus_slot *peer_call;
         bool finish_sent;          /* after this, losing the peer leaves the guest paused */
         /* incoming */

@@ -139,7 +139,7 @@ static void test_migration_object_reports(void) {
 
 static void test_and_back_persistent(void) {
         g_auto(LabResult) r = {};
-        g_autofree char *on_a = NULL, *on_b = NULL;
+        g_autofree char *on_a = NULL;
 
         create_guest("b", "db1", true);
         CTL("b", &r, "migrate", "db1", TO_A);
