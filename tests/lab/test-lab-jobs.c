@@ -7,122 +7,27 @@
 #include <gio/gio.h>
 #include <stdbool.h>
 
-#include "lab.h"
+#include "lab-guest.h"
 
-#define TO_B "ferry+unix:///system?socket=/run/ferry-lab-peers/b/system_bus_socket"
-
-static char *guest_kernel;
-
-static void ctl(const char *host, LabResult *r, const char *const *args) {
-        g_autoptr(GPtrArray) argv = g_ptr_array_new();
-        g_ptr_array_add(argv, (char *) "ferryctl");
-        for (const char *const *a = args; *a; a++)
-                g_ptr_array_add(argv, (char *) *a);
-        g_ptr_array_add(argv, NULL);
-        lab_exec(host, NULL, (const char *const *) argv->pdata, r);
-}
-#define CTL(host, r, ...) ctl(host, r, (const char *const[]) { __VA_ARGS__, NULL })
-
-/* 128 MiB + 8 KiB: QEMU 7.2 under TCG loses dirty pages of RAM sizes that are multiples of
- * 256 KiB (tests/guest/README.md); with KVM any size works. rate= keeps dirtying modest. */
-static char *guest_xml(const char *name) {
-        return g_strdup_printf(
-                "<domain type='kvm'>\n"
-                "  <name>%s</name>\n"
-                "  <memory unit='KiB'>131080</memory>\n"
-                "  <vcpu>1</vcpu>\n"
-                "  <os>\n"
-                "    <type arch='x86_64' machine='pc'>hvm</type>\n"
-                "    <kernel>%s</kernel>\n"
-                "    <cmdline>fill=32M dirty=2M seed=11 rate=4M</cmdline>\n"
-                "  </os>\n"
-                "  <devices>\n"
-                "    <serial type='file'><source path='/run/ferry-test/%s.log'/><target port='0'/></serial>\n"
-                "  </devices>\n"
-                "</domain>\n", name, guest_kernel, name);
-}
-
-static void create_guest(const char *host, const char *name) {
-        g_autofree char *xml = guest_xml(name);
-        g_autofree char *dir = lab_host_dir(host);
-        g_autofree char *file = g_strconcat(name, ".xml", NULL);
-        g_autofree char *path = g_build_filename(dir, "etc-ferry", file, NULL);
-        g_autofree char *inside = g_build_filename("/etc/ferry", file, NULL);
-        g_autofree char *ready = g_strdup_printf("grep -q 'ALIVE' /run/ferry-test/%s.log", name);
-        g_auto(LabResult) r = {};
-
-        g_assert_true(g_file_set_contents(path, xml, -1, NULL));
-        CTL(host, &r, "create", inside);
-        g_assert_cmpint(r.status, ==, 0);
-        g_assert_true(lab_wait_for(host, ready, 60000));
-}
-
-static char *state_of(const char *host, const char *name) {
-        g_auto(LabResult) r = {};
-        CTL(host, &r, "dominfo", name);
-        if (r.status != 0)
-                return g_strdup("absent");
-        const char *p = strstr(r.out, "State:");
-        g_assert_nonnull(p);
-        p += strlen("State:");
-        while (*p == ' ')
-                p++;
-        return g_strndup(p, strcspn(p, "\n"));
-}
-
-/* The guest's own verdict, from its serial log on host: it went on (generation counters
- * beyond start) and found no page wrong. */
-static void assert_guest_intact(const char *host, const char *name, guint min_alive) {
-        g_autofree char *enough = g_strdup_printf("test $(grep -c ALIVE /run/ferry-test/%s.log) -ge %u", name, min_alive);
-        g_autofree char *log = g_strdup_printf("/run/ferry-test/%s.log", name);
-        g_auto(LabResult) r = {};
-
-        g_assert_true(lab_wait_for(host, enough, 60000));
-        const char *argv[] = { "cat", log, NULL };
-        lab_exec(host, NULL, argv, &r);
-        g_assert_cmpint(r.status, ==, 0);
-        g_assert_null(strstr(r.out, "CORRUPT"));
-        g_assert_null(strstr(r.out, "corrupt=1"));
-        g_assert_null(strstr(r.out, "ERROR"));
-        g_assert_nonnull(strstr(r.out, "corrupt=0"));
-}
-
-/* After a migration: the source's log must show counters going on, not restarting. */
-static void assert_guest_continued(const char *host, const char *name) {
-        g_autofree char *log = g_strdup_printf("/run/ferry-test/%s.log", name);
-        const char *argv[] = { "cat", log, NULL };
-        g_auto(LabResult) r = {};
-
-        assert_guest_intact(host, name, 3);
-        lab_exec(host, NULL, argv, &r);
-        g_assert_null(strstr(r.out, "ALIVE gen=0 "));
-}
-
-static char *busctl_path(const char *host, const char *const *argv) {
-        g_auto(LabResult) r = {};
-        lab_exec(host, NULL, argv, &r);
-        g_assert_cmpint(r.status, ==, 0);
-        /* o "/org/..." */
-        g_auto(GStrv) parts = g_strsplit(r.out, "\"", -1);
-        g_assert_cmpuint(g_strv_length(parts), >=, 2);
-        return g_strdup(parts[1]);
-}
+#define TO_B LAB_TO_B
+#define CTL LAB_CTL
 
 /* Starts a 1 MiB/s migration of name from host to dest: slow enough to act on in the middle
  * (128 MiB of RAM). Returns the Migration object once it is in phase perform. */
 static char *start_slow_migration(const char *host, const char *name, const char *dest) {
         const char *lookup[] = { "busctl", "call", "org.ferry.Ferry1", "/org/ferry/Ferry1", "org.ferry.Ferry1.Manager",
                                  "GetDomainByName", "s", name, NULL };
-        g_autofree char *domain = busctl_path(host, lookup);
+        g_autofree char *domain = lab_busctl_path(host, lookup);
         const char *migrate[] = { "busctl", "call", "org.ferry.Ferry1", domain, "org.ferry.Ferry1.Domain", "Migrate",
                                   "sa{sv}t", dest, "1", "max_bandwidth", "t", "1048576", "0", NULL };
-        char *job = busctl_path(host, migrate);
+        char *job = lab_busctl_path(host, migrate);
         g_autofree char *in_perform = g_strdup_printf(
                 "busctl get-property org.ferry.Ferry1 %s org.ferry.Ferry1.Migration Phase | grep -q perform", job);
 
         g_assert_true(lab_wait_for(host, in_perform, 30000));
         return job;
 }
+
 
 /* A Migration property, without busctl's type and quotes. */
 static char *job_property(const char *host, const char *job, const char *property) {
@@ -157,7 +62,7 @@ static double data_processed(const char *host, const char *name) {
 static void test_info_and_setspeed(void) {
         g_auto(LabResult) r = {};
 
-        create_guest("a", "web1");
+        lab_guest_create("a", "web1", false);
         CTL("a", &r, "domjobinfo", "web1");
         g_assert_cmpint(r.status, ==, 0);
         g_assert_cmpstr(r.out, ==, "Job type:         None\n\n");
@@ -183,10 +88,10 @@ static void test_info_and_setspeed(void) {
         g_test_message("completed %.1f s after migrate-setspeed", (g_get_monotonic_time() - start) / 1e6);
         g_autofree char *state = job_property("a", job, "State");
         g_assert_cmpstr(state, ==, "completed");
-        g_autofree char *on_b = state_of("b", "web1"), *on_a = state_of("a", "web1");
+        g_autofree char *on_b = lab_domain_state("b", "web1"), *on_a = lab_domain_state("a", "web1");
         g_assert_cmpstr(on_b, ==, "running");
         g_assert_cmpstr(on_a, ==, "absent");
-        assert_guest_continued("b", "web1");
+        lab_guest_assert_intact("b", "web1", 3, true);
 
         /* The domain is gone from a (transient), its job is not. */
         lab_result_clear(&r);
@@ -218,7 +123,7 @@ static void test_abort(void) {
         g_assert_true(wait_job_ended("b", job, 30000));
         g_autofree char *state = job_property("b", job, "State");
         g_assert_cmpstr(state, ==, "cancelled");
-        g_autofree char *on_b = state_of("b", "web1");
+        g_autofree char *on_b = lab_domain_state("b", "web1");
         g_assert_cmpstr(on_b, ==, "running");
         g_assert_true(lab_wait_for("a", "! ferryctl dominfo web1", 30000));
 
@@ -242,7 +147,7 @@ static void test_abort(void) {
         g_assert_cmpint(r.status, ==, 1);
         g_assert_nonnull(strstr(r.err, "failed to get domain 'nosuchdomain'"));
 
-        assert_guest_continued("b", "web1");
+        lab_guest_assert_intact("b", "web1", 3, true);
         lab_result_clear(&r);
         CTL("b", &r, "destroy", "web1");
         g_assert_cmpint(r.status, ==, 0);
@@ -251,7 +156,7 @@ static void test_abort(void) {
 static void test_destination_qemu_killed(void) {
         g_auto(LabResult) r = {};
 
-        create_guest("a", "web3");
+        lab_guest_create("a", "web3", false);
         g_autofree char *job = start_slow_migration("a", "web3", TO_B);
         lab_sh("b", NULL, "systemctl kill -s KILL ferry-qemu-web3.service", &r);
         g_assert_cmpint(r.status, ==, 0);
@@ -263,10 +168,10 @@ static void test_destination_qemu_killed(void) {
         g_test_message("source: %s in phase %s: %s", state, phase, message);
         g_assert_cmpstr(state, ==, "failed");
         g_assert_cmpstr(message, !=, "");
-        g_autofree char *on_a = state_of("a", "web3");
+        g_autofree char *on_a = lab_domain_state("a", "web3");
         g_assert_cmpstr(on_a, ==, "running");
         g_assert_true(lab_wait_for("b", "! ferryctl dominfo web3", 30000));
-        assert_guest_intact("a", "web3", 3);
+        lab_guest_assert_intact("a", "web3", 3, false);
         lab_result_clear(&r);
         CTL("a", &r, "destroy", "web3");
         g_assert_cmpint(r.status, ==, 0);
@@ -275,7 +180,7 @@ static void test_destination_qemu_killed(void) {
 static void test_destination_ferryd_killed(void) {
         g_auto(LabResult) r = {};
 
-        create_guest("a", "web4");
+        lab_guest_create("a", "web4", false);
         g_autofree char *job = start_slow_migration("a", "web4", TO_B);
         lab_sh("b", NULL, "systemctl kill -s KILL ferryd.service", &r);
         g_assert_cmpint(r.status, ==, 0);
@@ -285,13 +190,13 @@ static void test_destination_ferryd_killed(void) {
         g_autofree char *message = job_property("a", job, "ErrorMessage");
         g_test_message("source: %s: %s", state, message);
         g_assert_cmpstr(state, ==, "failed");
-        g_autofree char *on_a = state_of("a", "web4");
+        g_autofree char *on_a = lab_domain_state("a", "web4");
         g_assert_cmpstr(on_a, ==, "running");
         /* The next ferryd on b finds the interrupted incoming QEMU and throws it away: no
          * copy is left that could ever be resumed there. */
         g_assert_true(lab_wait_for("b", "! ferryctl dominfo web4 && ! systemctl -q is-active ferry-qemu-web4.service",
                                    20000));
-        assert_guest_intact("a", "web4", 3);
+        lab_guest_assert_intact("a", "web4", 3, false);
 }
 
 int main(int argc, char *argv[]) {
@@ -303,7 +208,6 @@ int main(int argc, char *argv[]) {
                 g_test_skip("lab tests need root");
                 return g_test_run();
         }
-        guest_kernel = g_build_filename(lab_build_dir(), "tests", "guest", "ferry-test-guest", NULL);
 
         g_test_add_func("/lab/jobs/info-and-setspeed", test_info_and_setspeed);
         g_test_add_func("/lab/jobs/abort", test_abort);

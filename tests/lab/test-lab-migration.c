@@ -8,115 +8,32 @@
 #include <glib/gstdio.h>
 #include <stdbool.h>
 
-#include "lab.h"
+#include "lab-guest.h"
 
-#define TO_B "ferry+unix:///system?socket=/run/ferry-lab-peers/b/system_bus_socket"
-#define TO_A "ferry+unix:///system?socket=/run/ferry-lab-peers/a/system_bus_socket"
-
-static char *guest_kernel;
-
-static void ctl(const char *host, LabResult *r, const char *const *args) {
-        g_autoptr(GPtrArray) argv = g_ptr_array_new();
-        g_ptr_array_add(argv, (char *) "ferryctl");
-        for (const char *const *a = args; *a; a++)
-                g_ptr_array_add(argv, (char *) *a);
-        g_ptr_array_add(argv, NULL);
-        lab_exec(host, NULL, (const char *const *) argv->pdata, r);
-}
-#define CTL(host, r, ...) ctl(host, r, (const char *const[]) { __VA_ARGS__, NULL })
-
-/* 128 MiB + 8 KiB: QEMU 7.2 under TCG loses dirty pages of RAM sizes that are multiples of
- * 256 KiB (tests/guest/README.md); with KVM any size works. rate= keeps dirtying modest. */
-static char *guest_xml(const char *name) {
-        return g_strdup_printf(
-                "<domain type='kvm'>\n"
-                "  <name>%s</name>\n"
-                "  <memory unit='KiB'>131080</memory>\n"
-                "  <vcpu>1</vcpu>\n"
-                "  <os>\n"
-                "    <type arch='x86_64' machine='pc'>hvm</type>\n"
-                "    <kernel>%s</kernel>\n"
-                "    <cmdline>fill=32M dirty=2M seed=11 rate=4M</cmdline>\n"
-                "  </os>\n"
-                "  <devices>\n"
-                "    <serial type='file'><source path='/run/ferry-test/%s.log'/><target port='0'/></serial>\n"
-                "  </devices>\n"
-                "</domain>\n", name, guest_kernel, name);
-}
-
-static void create_guest(const char *host, const char *name, bool persistent) {
-        g_autofree char *xml = guest_xml(name);
-        g_autofree char *dir = lab_host_dir(host);
-        g_autofree char *file = g_strconcat(name, ".xml", NULL);
-        g_autofree char *path = g_build_filename(dir, "etc-ferry", file, NULL);
-        g_autofree char *inside = g_build_filename("/etc/ferry", file, NULL);
-        g_autofree char *ready = g_strdup_printf("grep -q 'ALIVE' /run/ferry-test/%s.log", name);
-        g_auto(LabResult) r = {};
-
-        g_assert_true(g_file_set_contents(path, xml, -1, NULL));
-        if (persistent) {
-                CTL(host, &r, "define", inside);
-                g_assert_cmpint(r.status, ==, 0);
-                lab_result_clear(&r);
-                CTL(host, &r, "start", name);
-        } else
-                CTL(host, &r, "create", inside);
-        g_assert_cmpint(r.status, ==, 0);
-        g_assert_true(lab_wait_for(host, ready, 60000));
-}
-
-static char *state_of(const char *host, const char *name) {
-        g_auto(LabResult) r = {};
-        CTL(host, &r, "dominfo", name);
-        if (r.status != 0)
-                return g_strdup("absent");
-        const char *p = strstr(r.out, "State:");
-        g_assert_nonnull(p);
-        p += strlen("State:");
-        while (*p == ' ')
-                p++;
-        return g_strndup(p, strcspn(p, "\n"));
-}
-
-/* The guest's own verdict, from its serial log on host: it went on (generation counters
- * beyond start) and found no page wrong. */
-static void assert_guest_intact(const char *host, const char *name, guint min_alive) {
-        g_autofree char *enough = g_strdup_printf("test $(grep -c ALIVE /run/ferry-test/%s.log) -ge %u", name, min_alive);
-        g_autofree char *log = g_strdup_printf("/run/ferry-test/%s.log", name);
-        g_auto(LabResult) r = {};
-
-        g_assert_true(lab_wait_for(host, enough, 60000));
-        const char *argv[] = { "cat", log, NULL };
-        lab_exec(host, NULL, argv, &r);
-        g_assert_cmpint(r.status, ==, 0);
-        g_assert_null(strstr(r.out, "CORRUPT"));
-        g_assert_null(strstr(r.out, "corrupt=1"));
-        g_assert_null(strstr(r.out, "ERROR"));
-        /* Counters did not restart: the destination continued the source's guest. */
-        g_assert_null(strstr(r.out, "ALIVE gen=0 "));
-        g_assert_nonnull(strstr(r.out, "corrupt=0"));
-}
+#define TO_A LAB_TO_A
+#define TO_B LAB_TO_B
+#define CTL LAB_CTL
 
 static void test_live_migration_keeps_ram(void) {
         g_auto(LabResult) r = {};
         g_autofree char *on_a = NULL, *on_b = NULL;
 
-        create_guest("a", "web1", false);
+        lab_guest_create("a", "web1", false);
         CTL("a", &r, "migrate", "--p2p", "--live", "--verbose", "web1", TO_B);
         g_test_message("%s", r.err);
         g_assert_cmpint(r.status, ==, 0);
         g_assert_nonnull(strstr(r.err, "Migration: [100 %]"));
 
-        on_b = state_of("b", "web1");
+        on_b = lab_domain_state("b", "web1");
         g_assert_cmpstr(on_b, ==, "running");
         /* Transient on the source: gone there, and its QEMU unit too. Never on two hosts. */
-        on_a = state_of("a", "web1");
+        on_a = lab_domain_state("a", "web1");
         g_assert_cmpstr(on_a, ==, "absent");
         lab_result_clear(&r);
         lab_sh("a", NULL, "systemctl is-active ferry-qemu-web1.service", &r);
         g_assert_cmpstr(g_strstrip(r.out), !=, "active");
 
-        assert_guest_intact("b", "web1", 3);
+        lab_guest_assert_intact("b", "web1", 3, true);
 }
 
 static void test_migration_object_reports(void) {
@@ -141,17 +58,17 @@ static void test_and_back_persistent(void) {
         g_auto(LabResult) r = {};
         g_autofree char *on_a = NULL;
 
-        create_guest("b", "db1", true);
+        lab_guest_create("b", "db1", true);
         CTL("b", &r, "migrate", "db1", TO_A);
         g_assert_cmpint(r.status, ==, 0);
-        on_a = state_of("a", "db1");
+        on_a = lab_domain_state("a", "db1");
         g_assert_cmpstr(on_a, ==, "running");
         /* Persistent on the source: still defined there, shut off because it migrated. */
         lab_result_clear(&r);
         CTL("b", &r, "dominfo", "db1");
         g_assert_nonnull(strstr(r.out, "State:          shut off"));
         g_assert_nonnull(strstr(r.out, "State reason:   migrated"));
-        assert_guest_intact("a", "db1", 3);
+        lab_guest_assert_intact("a", "db1", 3, true);
 }
 
 static void test_refusals_leave_guest_running(void) {
@@ -161,25 +78,25 @@ static void test_refusals_leave_guest_running(void) {
         CTL("b", &r, "migrate", "web1", "ferry+unix:///system?socket=/run/ferry-lab-peers/b/system_bus_socket");
         g_assert_cmpint(r.status, ==, 1);
         g_assert_nonnull(strstr(r.err, "same host"));
-        g_autofree char *s1 = state_of("b", "web1");
+        g_autofree char *s1 = lab_domain_state("b", "web1");
         g_assert_cmpstr(s1, ==, "running");
         lab_result_clear(&r);
 
         /* A name taken by a running domain there. */
-        create_guest("a", "web1", false);
+        lab_guest_create("a", "web1", false);
         CTL("b", &r, "migrate", "web1", TO_A);
         g_assert_cmpint(r.status, ==, 1);
         g_assert_nonnull(strstr(r.err, "DomainExists"));
-        g_autofree char *s2 = state_of("b", "web1");
+        g_autofree char *s2 = lab_domain_state("b", "web1");
         g_assert_cmpstr(s2, ==, "running");
-        g_autofree char *s3 = state_of("a", "web1");
+        g_autofree char *s3 = lab_domain_state("a", "web1");
         g_assert_cmpstr(s3, ==, "running");
         lab_result_clear(&r);
 
         /* Nobody there. */
         CTL("b", &r, "migrate", "web1", "ferry+unix:///system?socket=/run/nonexistent/socket");
         g_assert_cmpint(r.status, ==, 1);
-        g_autofree char *s4 = state_of("b", "web1");
+        g_autofree char *s4 = lab_domain_state("b", "web1");
         g_assert_cmpstr(s4, ==, "running");
         lab_result_clear(&r);
 
@@ -194,17 +111,7 @@ static void test_refusals_leave_guest_running(void) {
         g_assert_cmpint(r.status, !=, 0);
         g_assert_nonnull(strstr(r.err, "Unknown option"));
 
-        assert_guest_intact("b", "web1", 3);
-}
-
-static char *busctl_path(const char *host, const char *const *argv) {
-        g_auto(LabResult) r = {};
-        lab_exec(host, NULL, argv, &r);
-        g_assert_cmpint(r.status, ==, 0);
-        /* o "/org/..." */
-        g_auto(GStrv) parts = g_strsplit(r.out, "\"", -1);
-        g_assert_cmpuint(g_strv_length(parts), >=, 2);
-        return g_strdup(parts[1]);
+        lab_guest_assert_intact("b", "web1", 3, true);
 }
 
 static void test_cancel_keeps_source(void) {
@@ -216,11 +123,11 @@ static void test_cancel_keeps_source(void) {
         lab_result_clear(&r);
         const char *lookup[] = { "busctl", "call", "org.ferry.Ferry1", "/org/ferry/Ferry1", "org.ferry.Ferry1.Manager",
                                  "GetDomainByName", "s", "web1", NULL };
-        g_autofree char *domain = busctl_path("b", lookup);
+        g_autofree char *domain = lab_busctl_path("b", lookup);
         /* 1 MiB/s: slow enough to cancel in the middle. */
         const char *migrate[] = { "busctl", "call", "org.ferry.Ferry1", domain, "org.ferry.Ferry1.Domain", "Migrate",
                                   "sa{sv}t", TO_A, "1", "max_bandwidth", "t", "1048576", "0", NULL };
-        g_autofree char *job = busctl_path("b", migrate);
+        g_autofree char *job = lab_busctl_path("b", migrate);
         g_autofree char *in_perform = g_strdup_printf(
                 "busctl get-property org.ferry.Ferry1 %s org.ferry.Ferry1.Migration Phase | grep -q perform", job);
         g_autofree char *cancelled = g_strdup_printf(
@@ -232,11 +139,11 @@ static void test_cancel_keeps_source(void) {
         g_assert_cmpint(r.status, ==, 0);
         g_assert_true(lab_wait_for("b", cancelled, 30000));
 
-        g_autofree char *s = state_of("b", "web1");
+        g_autofree char *s = lab_domain_state("b", "web1");
         g_assert_cmpstr(s, ==, "running");
         /* The destination threw its half away. */
         g_assert_true(lab_wait_for("a", "! ferryctl dominfo web1", 30000));
-        assert_guest_intact("b", "web1", 3);
+        lab_guest_assert_intact("b", "web1", 3, true);
 }
 
 static void test_over_ssh(void) {
@@ -246,11 +153,11 @@ static void test_over_ssh(void) {
         CTL("b", &r, "migrate", "--verbose", "web1", "ferry+ssh://a/system");
         g_test_message("%s", r.err);
         g_assert_cmpint(r.status, ==, 0);
-        g_autofree char *on_a = state_of("a", "web1");
+        g_autofree char *on_a = lab_domain_state("a", "web1");
         g_assert_cmpstr(on_a, ==, "running");
-        g_autofree char *on_b = state_of("b", "web1");
+        g_autofree char *on_b = lab_domain_state("b", "web1");
         g_assert_cmpstr(on_b, ==, "absent");
-        assert_guest_intact("a", "web1", 3);
+        lab_guest_assert_intact("a", "web1", 3, true);
 }
 
 int main(int argc, char *argv[]) {
@@ -262,7 +169,6 @@ int main(int argc, char *argv[]) {
                 g_test_skip("lab tests need root");
                 return g_test_run();
         }
-        guest_kernel = g_build_filename(lab_build_dir(), "tests", "guest", "ferry-test-guest", NULL);
 
         g_test_add_func("/lab/migration/live-migration-keeps-ram", test_live_migration_keeps_ram);
         g_test_add_func("/lab/migration/migration-object-reports", test_migration_object_reports);
@@ -274,6 +180,7 @@ int main(int argc, char *argv[]) {
         lab_up("migration", hosts);
         for (const char *const *h = hosts; *h; h++) {
                 g_auto(LabResult) r = {};
+                /* Destinations write the guest's serial log there too. */
                 lab_sh(*h, NULL, "mkdir -p /run/ferry-test", &r);
         }
         ret = g_test_run();

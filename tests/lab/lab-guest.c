@@ -1,0 +1,98 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+#include <glib.h>
+#include <string.h>
+
+#include "lab-guest.h"
+
+void lab_ctl(const char *host, LabResult *r, const char *const *args) {
+        g_autoptr(GPtrArray) argv = g_ptr_array_new();
+        g_ptr_array_add(argv, (char *) "ferryctl");
+        for (const char *const *a = args; *a; a++)
+                g_ptr_array_add(argv, (char *) *a);
+        g_ptr_array_add(argv, NULL);
+        lab_exec(host, NULL, (const char *const *) argv->pdata, r);
+}
+
+char *lab_guest_xml(const char *name) {
+        g_autofree char *kernel = g_build_filename(lab_build_dir(), "tests", "guest", "ferry-test-guest", NULL);
+        return g_strdup_printf(
+                "<domain type='kvm'>\n"
+                "  <name>%s</name>\n"
+                "  <memory unit='KiB'>131080</memory>\n"
+                "  <vcpu>1</vcpu>\n"
+                "  <os>\n"
+                "    <type arch='x86_64' machine='pc'>hvm</type>\n"
+                "    <kernel>%s</kernel>\n"
+                "    <cmdline>fill=32M dirty=2M seed=11 rate=4M</cmdline>\n"
+                "  </os>\n"
+                "  <devices>\n"
+                "    <serial type='file'><source path='/run/ferry-test/%s.log'/><target port='0'/></serial>\n"
+                "  </devices>\n"
+                "</domain>\n", name, kernel, name);
+}
+
+void lab_guest_create(const char *host, const char *name, bool persistent) {
+        g_autofree char *xml = lab_guest_xml(name);
+        g_autofree char *dir = lab_host_dir(host);
+        g_autofree char *file = g_strconcat(name, ".xml", NULL);
+        g_autofree char *path = g_build_filename(dir, "etc-ferry", file, NULL);
+        g_autofree char *inside = g_build_filename("/etc/ferry", file, NULL);
+        g_autofree char *ready = g_strdup_printf("grep -q 'ALIVE' /run/ferry-test/%s.log", name);
+        g_auto(LabResult) r = {};
+
+        g_assert_true(g_file_set_contents(path, xml, -1, NULL));
+        lab_sh(host, NULL, "mkdir -p /run/ferry-test", &r);
+        lab_result_clear(&r);
+        if (persistent) {
+                LAB_CTL(host, &r, "define", inside);
+                g_assert_cmpint(r.status, ==, 0);
+                lab_result_clear(&r);
+                LAB_CTL(host, &r, "start", name);
+        } else
+                LAB_CTL(host, &r, "create", inside);
+        g_assert_cmpint(r.status, ==, 0);
+        g_assert_true(lab_wait_for(host, ready, 60000));
+}
+
+char *lab_domain_state(const char *host, const char *name) {
+        g_auto(LabResult) r = {};
+        const char *p;
+
+        LAB_CTL(host, &r, "dominfo", name);
+        if (r.status != 0)
+                return g_strdup("absent");
+        p = strstr(r.out, "State:");
+        g_assert_nonnull(p);
+        p += strlen("State:");
+        while (*p == ' ')
+                p++;
+        return g_strndup(p, strcspn(p, "\n"));
+}
+
+void lab_guest_assert_intact(const char *host, const char *name, unsigned min_alive, bool migrated_here) {
+        g_autofree char *enough = g_strdup_printf("test $(grep -c ALIVE /run/ferry-test/%s.log) -ge %u", name, min_alive);
+        g_autofree char *log = g_strdup_printf("/run/ferry-test/%s.log", name);
+        const char *argv[] = { "cat", log, NULL };
+        g_auto(LabResult) r = {};
+
+        g_assert_true(lab_wait_for(host, enough, 60000));
+        lab_exec(host, NULL, argv, &r);
+        g_assert_cmpint(r.status, ==, 0);
+        g_assert_null(strstr(r.out, "CORRUPT"));
+        g_assert_null(strstr(r.out, "ERROR"));
+        g_assert_nonnull(strstr(r.out, "corrupt=0"));
+        g_assert_null(strstr(r.out, "corrupt=1"));
+        if (migrated_here)
+                g_assert_null(strstr(r.out, "ALIVE gen=0 "));
+}
+
+char *lab_busctl_path(const char *host, const char *const *argv) {
+        g_auto(LabResult) r = {};
+        lab_exec(host, NULL, argv, &r);
+        g_assert_cmpint(r.status, ==, 0);
+        /* o "/org/..." */
+        g_auto(GStrv) parts = g_strsplit(r.out, "\"", -1);
+        g_assert_cmpuint(g_strv_length(parts), >=, 2);
+        return g_strdup(parts[1]);
+}

@@ -1,0 +1,37 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+#include <stdbool.h>
+
+#include "lab.h"
+
+/* Lab helpers around ferryctl and the project's test guest (tests/guest/), shared by the
+ * lab tests that move guests around. */
+
+#define LAB_TO_A "ferry+unix:///system?socket=/run/ferry-lab-peers/a/system_bus_socket"
+#define LAB_TO_B "ferry+unix:///system?socket=/run/ferry-lab-peers/b/system_bus_socket"
+
+/* ferryctl ARGS... inside host (as root); the result in *r. */
+void lab_ctl(const char *host, LabResult *r, const char *const *args);
+#define LAB_CTL(host, r, ...) lab_ctl(host, r, (const char *const[]) { __VA_ARGS__, NULL })
+
+/* Domain XML of the test guest: 128 MiB + 8 KiB of RAM, because QEMU 7.2 under TCG loses dirty
+ * pages of RAM sizes that are multiples of 256 KiB (tests/guest/README.md; with KVM any size
+ * works); 32 MiB of self-checking pages, 2 MiB rewritten at a modest rate; serial log in
+ * /run/ferry-test/NAME.log inside the host. */
+char *lab_guest_xml(const char *name);
+
+/* Defines and starts (persistent) or creates (transient) the guest on host, and waits until it
+ * reports ALIVE. */
+void lab_guest_create(const char *host, const char *name, bool persistent);
+
+/* ferryctl dominfo's State (e.g. "running", "shut off"), or "absent". */
+char *lab_domain_state(const char *host, const char *name);
+
+/* The guest's own verdict from its serial log on host: at least min_alive ALIVE lines, no page
+ * found wrong. migrated_here: the log began after a migration, so the counters must go on
+ * rather than start at 0. */
+void lab_guest_assert_intact(const char *host, const char *name, unsigned min_alive, bool migrated_here);
+
+/* Runs a busctl call that returns one object path, and returns it. */
+char *lab_busctl_path(const char *host, const char *const *argv);
