@@ -208,7 +208,7 @@ void ctl_domain_help(void) {
                "  dumpxml DOMAIN [--inactive] [--migratable]\n"
                "  dominfo DOMAIN\n"
                "  autostart DOMAIN [--disable]   start the domain when the host boots\n\n"
-               "  migrate [--p2p] [--live] [--offline] [--verbose] [--suspend] [--persistent] [--undefinesource]\n"
+               "  migrate [--p2p | --direct] [--live] [--offline] [--verbose] [--suspend] [--persistent] [--undefinesource]\n"
                "          [--bandwidth MiB] [--max-downtime MS] [--migrateuri URI] DOMAIN DEST-URI\n"
                "                                 live-migrate to another host's ferryd (peer to peer)\n");
 }

@@ -74,7 +74,7 @@ static int on_changed(sd_bus_message *m, void *userdata, sd_bus_error *ret_error
 
 int ctl_migrate(int argc, char **argv) {
         enum { O_P2P = 0x100, O_LIVE, O_VERBOSE, O_BANDWIDTH, O_MIGRATEURI, O_SUSPEND, O_DOWNTIME, O_PERSISTENT,
-               O_UNDEFINE_SOURCE, O_OFFLINE };
+               O_UNDEFINE_SOURCE, O_OFFLINE, O_DIRECT };
         static const struct option options[] = {
                 { "p2p", no_argument, NULL, O_P2P },
                 { "live", no_argument, NULL, O_LIVE },
@@ -86,6 +86,7 @@ int ctl_migrate(int argc, char **argv) {
                 { "persistent", no_argument, NULL, O_PERSISTENT },
                 { "undefinesource", no_argument, NULL, O_UNDEFINE_SOURCE },
                 { "offline", no_argument, NULL, O_OFFLINE },
+                { "direct", no_argument, NULL, O_DIRECT },
                 {}
         };
         _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
@@ -96,7 +97,7 @@ int ctl_migrate(int argc, char **argv) {
         const char *migrateuri = NULL, *path;
         uint64_t bandwidth = 0, downtime = 0;
         bool verbose = false, suspend = false, persistent = false, undefine_source = false, offline = false,
-             dirty = true;
+             direct = false, dirty = true;
         Progress p = {};
         char *end;
         int c, r;
@@ -121,6 +122,9 @@ int ctl_migrate(int argc, char **argv) {
                         break;
                 case O_OFFLINE:
                         offline = true;
+                        break;
+                case O_DIRECT:
+                        direct = true;
                         break;
                 case O_MIGRATEURI:
                         migrateuri = optarg;
@@ -175,6 +179,8 @@ int ctl_migrate(int argc, char **argv) {
                 r = sd_bus_message_append(m, "{sv}", "undefine_source", "b", 1);
         if (r >= 0 && offline)
                 r = sd_bus_message_append(m, "{sv}", "offline", "b", 1);
+        if (r >= 0 && direct)
+                r = sd_bus_message_append(m, "{sv}", "direct", "b", 1);
         if (r >= 0)
                 r = sd_bus_message_close_container(m);
         if (r >= 0)

@@ -106,6 +106,10 @@ int migration_options_read(sd_bus_message *msg, MigrationOptions *o, sd_bus_erro
                         int b;
                         READ_VARIANT("b", &b);
                         o->offline = b;
+                } else if (strcmp(key, "direct") == 0) {
+                        int b;
+                        READ_VARIANT("b", &b);
+                        o->direct = b;
                 } else
                         return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Unknown option '%s'.", key);
 #undef READ_VARIANT
@@ -226,7 +230,7 @@ static int property_get_domain(sd_bus *bus, const char *path, const char *interf
 
 STRING_PROPERTY(property_get_domain_name, mig->domain_name)
 STRING_PROPERTY(property_get_direction, migration_direction_to_string(mig->direction))
-STRING_PROPERTY(property_get_flow, mig->direction == MIGRATION_OUTGOING ? "peer-to-peer" : "peer-to-peer")
+STRING_PROPERTY(property_get_flow, mig->options.direct ? "unmanaged-direct" : "peer-to-peer")
 STRING_PROPERTY(property_get_transport, "native")
 STRING_PROPERTY(property_get_phase, migration_phase_to_string(mig->phase))
 STRING_PROPERTY(property_get_state, migration_state_to_string(mig->state))

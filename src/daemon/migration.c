@@ -321,6 +321,17 @@ void migration_qemu_event(Migration *m, const char *status) {
         } else if (strcmp(status, "completed") == 0) {
                 if (d && domain_monitor(d))
                         (void) qemu_monitor_command(domain_monitor(d), "query-migrate", NULL, 0, on_query_migrate, m);
+                if (m->options.direct) {
+                        /* The other QEMU has everything and runs the guest: ours goes. */
+                        set_phase(m, MIGRATION_PHASE_CONFIRM);
+                        m->stats_timer = sd_event_source_disable_unref(m->stats_timer);
+                        if (d) {
+                                domain_end_migration(d);
+                                domain_confirm_migrated_out(d);
+                        }
+                        migration_end(m, MIGRATION_COMPLETED, NULL, NULL);
+                        return;
+                }
                 source_finish(m);
         } else if (strcmp(status, "failed") == 0)
                 source_fail(m, FERRY_ERROR_MIGRATION_FAILED, "QEMU's migration failed");
@@ -356,7 +367,8 @@ static void source_perform(Migration *m) {
         }
         caps = json_array_new();
         json_array_add_object_element(caps, capability("events", true));
-        json_array_add_object_element(caps, capability("pause-before-switchover", true));
+        /* Unmanaged direct: nobody on the other side to Finish with; QEMU switches over itself. */
+        json_array_add_object_element(caps, capability("pause-before-switchover", !m->options.direct));
         caps_arg = json_object_new();
         json_object_set_array_member(caps_arg, "capabilities", caps);
         (void) qemu_monitor_command(mon, "migrate-set-capabilities", caps_arg, 0, NULL, NULL);
@@ -482,9 +494,24 @@ int migration_start_outgoing(Domain *d, const char *destination_uri, MigrationOp
         Migration *m;
         int r;
 
-        r = ferry_uri_parse(destination_uri, &dest, ret_error);
-        if (r < 0)
-                return r;
+        if (options->direct) {
+                /* The destination URI is the hypervisor URI itself. */
+                if (options->offline || options->hypervisor_uri || options->persistent) {
+                        *ret_error = g_strdup("an unmanaged direct migration takes only a hypervisor URI");
+                        return -EINVAL;
+                }
+                r = migration_uri_parse(destination_uri, &hv, ret_error);
+                if (r < 0)
+                        return r;
+                if (hv->kind == MIGRATION_URI_TCP && hv->port == 0) {
+                        *ret_error = g_strdup("an unmanaged direct migration needs the port QEMU listens on");
+                        return -EINVAL;
+                }
+        } else {
+                r = ferry_uri_parse(destination_uri, &dest, ret_error);
+                if (r < 0)
+                        return r;
+        }
         if (options->hypervisor_uri) {
                 r = migration_uri_parse(options->hypervisor_uri, &hv, ret_error);
                 if (r < 0)
@@ -502,9 +529,11 @@ int migration_start_outgoing(Domain *d, const char *destination_uri, MigrationOp
                 if (d->op != DOMAIN_OP_NONE || !domain_monitor(d))
                         return -EBUSY;
         }
-        r = ferry_uri_to_bus_address(dest, &address);
-        if (r < 0)
-                return r;
+        if (dest) {
+                r = ferry_uri_to_bus_address(dest, &address);
+                if (r < 0)
+                        return r;
+        }
 
         r = migration_new(d->manager, MIGRATION_OUTGOING, d, &m);
         if (r < 0)
@@ -519,6 +548,13 @@ int migration_start_outgoing(Domain *d, const char *destination_uri, MigrationOp
                         goto fail;
         }
         manager_migration_added(d->manager, m);
+
+        if (m->options.direct) {
+                m->hypervisor_uri = migration_uri_to_qemu(hv);
+                source_perform(m);
+                *ret = m;
+                return 0;
+        }
 
         /* Begin is ours: the migratable XML is made when Prepare is sent. Then connect with
          * our own credentials, and make sure the peer is another host. */

@@ -56,6 +56,8 @@ typedef struct MigrationOptions {
         bool persistent;           /* define it on the destination (seed: --persistent) */
         bool undefine_source;      /* remove the source's definition (seed: --undefinesource) */
         bool offline;              /* move the definition only (seed: "Offline migration") */
+        bool direct;               /* unmanaged direct: the destination is a hypervisor URI, a QEMU
+                                    * listening there, with no ferryd (seed: "Unmanaged direct") */
 } MigrationOptions;
 
 typedef struct Migration {

@@ -24,7 +24,7 @@ char *lab_guest_xml(const char *name) {
                 "  <os>\n"
                 "    <type arch='x86_64' machine='pc'>hvm</type>\n"
                 "    <kernel>%s</kernel>\n"
-                "    <cmdline>fill=32M dirty=2M seed=11 rate=4M</cmdline>\n"
+                "    <cmdline>" LAB_GUEST_CMDLINE "</cmdline>\n"
                 "  </os>\n"
                 "  <devices>\n"
                 "    <serial type='file'><source path='/run/ferry-test/%s.log'/><target port='0'/></serial>\n"

@@ -19,6 +19,7 @@ void lab_ctl(const char *host, LabResult *r, const char *const *args);
  * pages of RAM sizes that are multiples of 256 KiB (tests/guest/README.md; with KVM any size
  * works); 32 MiB of self-checking pages, 2 MiB rewritten at a modest rate; serial log in
  * /run/ferry-test/NAME.log inside the host. */
+#define LAB_GUEST_CMDLINE "fill=32M dirty=2M seed=11 rate=4M"
 char *lab_guest_xml(const char *name);
 
 /* Defines and starts (persistent) or creates (transient) the guest on host, and waits until it

@@ -160,6 +160,47 @@ static void test_over_ssh(void) {
         lab_guest_assert_intact("a", "web1", 3, true);
 }
 
+/* Unmanaged direct: no ferryd at the destination, only a QEMU listening there that an
+ * administrator started (here: with the source's own command line, as a transient unit). */
+static void test_unmanaged_direct(void) {
+        g_auto(LabResult) r = {};
+
+        lab_guest_create("a", "raw1", false);
+        lab_sh("a", NULL, "systemctl show -P ExecStart ferry-qemu-raw1.service | "
+                          "sed -n 's/.*argv\\[\\]=\\(.*\\) ; ignore_errors.*/\\1/p'", &r);
+        g_assert_cmpint(r.status, ==, 0);
+        g_autofree char *cmdline = g_strdup(g_strstrip(r.out));
+        g_assert_true(g_str_has_prefix(cmdline, "/usr/bin/qemu-system-x86_64 "));
+        /* systemctl prints argv unquoted: take the one argument with spaces out, add it back. */
+        g_auto(GStrv) halves = g_strsplit(cmdline, "-append " LAB_GUEST_CMDLINE, 2);
+        g_assert_cmpuint(g_strv_length(halves), ==, 2);
+        g_free(cmdline);
+        cmdline = g_strjoinv("", halves);
+        g_autofree char *script = g_strdup_printf(
+                "set -e; args=''; prev=''\n"
+                "for w in %s; do\n"
+                "  if [ \"$prev\" = -qmp ]; then w=unix:/run/ferry-test/raw1-qmp.sock,server=on,wait=off; fi\n"
+                "  [ \"$w\" = -S ] || args=\"$args $w\"; prev=$w\n"
+                "done\n"
+                "systemd-run --quiet --unit=raw-qemu-raw1 -p Type=exec -- $args -append '" LAB_GUEST_CMDLINE "' "
+                "-incoming tcp:0.0.0.0:4444\n",
+                cmdline);
+        lab_result_clear(&r);
+        lab_sh("b", NULL, script, &r);
+        g_assert_cmpint(r.status, ==, 0);
+        g_assert_true(lab_wait_for("b", "ss -ltn | grep -q ':4444 '", 20000));
+        lab_result_clear(&r);
+
+        CTL("a", &r, "migrate", "--direct", "raw1", "tcp://10.77.0.2:4444");
+        g_assert_cmpint(r.status, ==, 0);
+        g_autofree char *on_a = lab_domain_state("a", "raw1");
+        g_assert_cmpstr(on_a, ==, "absent");
+        /* The guest goes on in the QEMU on b, with all its pages right. */
+        lab_guest_assert_intact("b", "raw1", 3, true);
+        lab_result_clear(&r);
+        lab_sh("b", NULL, "systemctl stop raw-qemu-raw1.service", &r);
+}
+
 int main(int argc, char *argv[]) {
         const char *hosts[] = { "a", "b", NULL };
         int ret;
@@ -176,6 +217,7 @@ int main(int argc, char *argv[]) {
         g_test_add_func("/lab/migration/refusals-leave-guest-running", test_refusals_leave_guest_running);
         g_test_add_func("/lab/migration/cancel-keeps-source", test_cancel_keeps_source);
         g_test_add_func("/lab/migration/over-ssh", test_over_ssh);
+        g_test_add_func("/lab/migration/unmanaged-direct", test_unmanaged_direct);
 
         lab_up("migration", hosts);
         for (const char *const *h = hosts; *h; h++) {
