@@ -177,6 +177,9 @@ static void on_query_migrate(QemuMonitor *mon, int error, const char *error_clas
                 return;
         o = json_node_get_object(ret);
         ram = json_object_has_member(o, "ram") ? json_object_get_object_member(o, "ram") : NULL;
+        /* After a failure QEMU reports nothing but the status: keep the last figures. */
+        if (!ram)
+                return;
         m->stats = (MigrationStats) {
                 .elapsed_usec = member_u64(o, "total-time") * 1000,
                 .setup_usec = member_u64(o, "setup-time") * 1000,
