@@ -74,7 +74,7 @@ static int on_changed(sd_bus_message *m, void *userdata, sd_bus_error *ret_error
 
 int ctl_migrate(int argc, char **argv) {
         enum { O_P2P = 0x100, O_LIVE, O_VERBOSE, O_BANDWIDTH, O_MIGRATEURI, O_SUSPEND, O_DOWNTIME, O_PERSISTENT,
-               O_UNDEFINE_SOURCE, O_OFFLINE, O_DIRECT };
+               O_UNDEFINE_SOURCE, O_OFFLINE, O_DIRECT, O_TLS };
         static const struct option options[] = {
                 { "p2p", no_argument, NULL, O_P2P },
                 { "live", no_argument, NULL, O_LIVE },
@@ -87,6 +87,7 @@ int ctl_migrate(int argc, char **argv) {
                 { "undefinesource", no_argument, NULL, O_UNDEFINE_SOURCE },
                 { "offline", no_argument, NULL, O_OFFLINE },
                 { "direct", no_argument, NULL, O_DIRECT },
+                { "tls", no_argument, NULL, O_TLS },
                 {}
         };
         _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
@@ -97,7 +98,7 @@ int ctl_migrate(int argc, char **argv) {
         const char *migrateuri = NULL, *path;
         uint64_t bandwidth = 0, downtime = 0;
         bool verbose = false, suspend = false, persistent = false, undefine_source = false, offline = false,
-             direct = false, dirty = true;
+             direct = false, tls = false, dirty = true;
         Progress p = {};
         char *end;
         int c, r;
@@ -125,6 +126,9 @@ int ctl_migrate(int argc, char **argv) {
                         break;
                 case O_DIRECT:
                         direct = true;
+                        break;
+                case O_TLS:
+                        tls = true;
                         break;
                 case O_MIGRATEURI:
                         migrateuri = optarg;
@@ -181,6 +185,8 @@ int ctl_migrate(int argc, char **argv) {
                 r = sd_bus_message_append(m, "{sv}", "offline", "b", 1);
         if (r >= 0 && direct)
                 r = sd_bus_message_append(m, "{sv}", "direct", "b", 1);
+        if (r >= 0 && tls)
+                r = sd_bus_message_append(m, "{sv}", "tls", "b", 1);
         if (r >= 0)
                 r = sd_bus_message_close_container(m);
         if (r >= 0)

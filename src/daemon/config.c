@@ -20,6 +20,7 @@ static const KnownKey known_keys[] = {
         { "Daemon", "LogLevel" },
         { "Daemon", "Hostname" },
         { "Migration", "Ports" },
+        { "Migration", "ForceTLS" },
 };
 
 void config_init(Config *c) {
@@ -91,6 +92,20 @@ static int get_string(GKeyFile *kf, const char *group, const char *key, char **r
         return 1;
 }
 
+/* systemd's spellings of a boolean. */
+static int parse_boolean(const char *v) {
+        static const char *const yes[] = { "1", "yes", "y", "true", "t", "on" };
+        static const char *const no[] = { "0", "no", "n", "false", "f", "off" };
+
+        for (size_t i = 0; i < ELEMENTSOF(yes); i++)
+                if (g_ascii_strcasecmp(v, yes[i]) == 0)
+                        return 1;
+        for (size_t i = 0; i < ELEMENTSOF(no); i++)
+                if (g_ascii_strcasecmp(v, no[i]) == 0)
+                        return 0;
+        return -EINVAL;
+}
+
 int config_parse(Config *c, const char *text, size_t length, const char *origin) {
         g_autoptr(GKeyFile) kf = g_key_file_new();
         g_autoptr(GError) gerror = NULL;
@@ -139,6 +154,16 @@ int config_parse(Config *c, const char *text, size_t length, const char *origin)
                 }
                 n.migration_port_min = lo;
                 n.migration_port_max = hi;
+                v = mfree(v);
+        }
+
+        if (get_string(kf, "Migration", "ForceTLS", &v) > 0) {
+                int b = parse_boolean(v);
+                if (b < 0) {
+                        log_error("%s: [Migration] ForceTLS=%s is not a boolean (yes or no).", origin, v);
+                        return -EINVAL;
+                }
+                n.migration_force_tls = b;
                 v = mfree(v);
         }
 

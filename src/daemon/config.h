@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #pragma once
 
+#include <stdbool.h>
 #include <stdint.h>
 
 /* ferryd.conf: a GKeyFile, documented in docs/ferryd.conf.md and in data/ferryd.conf. */
@@ -18,6 +19,7 @@ typedef struct Config {
         int log_level;            /* LOG_* */
         char *hostname;           /* name peers use to reach this host; NULL: gethostname() */
         uint16_t migration_port_min, migration_port_max; /* incoming migrations listen here */
+        bool migration_force_tls; /* refuse to send or receive a migration stream without TLS */
 } Config;
 
 void config_init(Config *c);

@@ -115,6 +115,7 @@ Domain *domain_free(Domain *d) {
         free(d->run_dir);
         free(d->qmp_path);
         free(d->incoming_uri);
+        free(d->incoming_tls_dir);
         domain_def_free(d->incoming_def);
         return mfree(d);
 }
@@ -153,6 +154,7 @@ static void domain_stopped(Domain *d, DomainState state, const char *reason, int
         release_qemu(d);
         d->live_def = domain_def_free(d->live_def);
         d->incoming_uri = mfree(d->incoming_uri);
+        d->incoming_tls_dir = mfree(d->incoming_tls_dir);
         d->exit_expected = false;
         d->exit_reason = NULL;
         domain_store_remove_live(d);
@@ -332,11 +334,46 @@ static void on_incoming_reply(QemuMonitor *mon, int error, const char *error_cla
         op_finish(d, 0, NULL);
 }
 
+static void listen_now(Domain *d) {
+        JsonObject *incoming = json_object_new();
+
+        json_object_set_string_member(incoming, "uri", d->incoming_uri);
+        if (qemu_monitor_command(d->monitor, "migrate-incoming", incoming, 0, on_incoming_reply, d) < 0)
+                stop_qemu_after_failure(d, -EIO, "cannot send migrate-incoming");
+}
+
+static void on_tls_parameters_reply(QemuMonitor *mon, int error, const char *error_class, const char *error_desc,
+                                    JsonNode *ret, void *userdata) {
+        Domain *d = userdata;
+
+        if (error < 0) {
+                stop_qemu_after_failure(d, error, error_desc ?: "QEMU refused the TLS parameters");
+                return;
+        }
+        listen_now(d);
+}
+
+static void on_tls_creds_reply(QemuMonitor *mon, int error, const char *error_class, const char *error_desc,
+                               JsonNode *ret, void *userdata) {
+        Domain *d = userdata;
+        JsonObject *params;
+
+        if (error < 0) {
+                g_autofree char *msg = g_strdup_printf("QEMU cannot load the TLS server credentials: %s",
+                                                       error_desc ?: strerror(-error));
+                stop_qemu_after_failure(d, error, msg);
+                return;
+        }
+        params = json_object_new();
+        json_object_set_string_member(params, "tls-creds", MIGRATION_TLS_OBJECT_ID);
+        if (qemu_monitor_command(mon, "migrate-set-parameters", params, 0, on_tls_parameters_reply, d) < 0)
+                stop_qemu_after_failure(d, -EIO, "cannot send migrate-set-parameters");
+}
+
 static void start_listening(Domain *d) {
         JsonObject *caps_arg = json_object_new();
         JsonArray *caps = json_array_new();
         JsonObject *events = json_object_new();
-        JsonObject *incoming = json_object_new();
 
         /* MIGRATION events on this side too, so Finish knows when the stream is complete. */
         json_object_set_string_member(events, "capability", "events");
@@ -345,9 +382,15 @@ static void start_listening(Domain *d) {
         json_object_set_array_member(caps_arg, "capabilities", caps);
         (void) qemu_monitor_command(d->monitor, "migrate-set-capabilities", caps_arg, 0, NULL, NULL);
 
-        json_object_set_string_member(incoming, "uri", d->incoming_uri);
-        if (qemu_monitor_command(d->monitor, "migrate-incoming", incoming, 0, on_incoming_reply, d) < 0)
-                stop_qemu_after_failure(d, -EIO, "cannot send migrate-incoming");
+        if (!d->incoming_tls_dir) {
+                listen_now(d);
+                return;
+        }
+        /* QEMU's own TLS: the credentials and the parameter first, so that it never accepts a
+         * plain stream; QEMU reads the files itself (it runs as root). */
+        if (qemu_monitor_command(d->monitor, "object-add", migration_tls_object_args(d->incoming_tls_dir, true), 0,
+                                 on_tls_creds_reply, d) < 0)
+                stop_qemu_after_failure(d, -EIO, "cannot send object-add");
 }
 
 static void on_monitor_ready(QemuMonitor *mon, void *userdata) {
@@ -739,15 +782,22 @@ QemuMonitor *domain_monitor(Domain *d) {
         return d->monitor && qemu_monitor_is_ready(d->monitor) ? d->monitor : NULL;
 }
 
-int domain_start_incoming(Domain *d, const char *incoming_uri, DomainDone done, void *userdata) {
+int domain_start_incoming(Domain *d, const char *incoming_uri, const char *tls_dir, DomainDone done,
+                          void *userdata) {
         int r;
 
         d->incoming_uri = strdup(incoming_uri);
-        if (!d->incoming_uri)
-                return -ENOMEM;
-        r = domain_start(d, true, done, userdata);
-        if (r < 0)
+        d->incoming_tls_dir = tls_dir ? strdup(tls_dir) : NULL;
+        if (!d->incoming_uri || (tls_dir && !d->incoming_tls_dir)) {
                 d->incoming_uri = mfree(d->incoming_uri);
+                d->incoming_tls_dir = mfree(d->incoming_tls_dir);
+                return -ENOMEM;
+        }
+        r = domain_start(d, true, done, userdata);
+        if (r < 0) {
+                d->incoming_uri = mfree(d->incoming_uri);
+                d->incoming_tls_dir = mfree(d->incoming_tls_dir);
+        }
         return r;
 }
 
@@ -784,6 +834,7 @@ int domain_run_after_migration(Domain *d, bool paused, const char *reason, Domai
                 return -ENOTCONN;
         /* From here on this copy is the guest: no longer an incoming one to discard. */
         d->incoming_uri = mfree(d->incoming_uri);
+        d->incoming_tls_dir = mfree(d->incoming_tls_dir);
         if (paused) {
                 set_state(d, DOMAIN_PAUSED, reason);
                 if (done)

@@ -93,6 +93,7 @@ typedef struct Domain {
         bool reattaching_incoming;  /* ... to a QEMU started as a migration destination */
 
         char *incoming_uri;        /* starting as a migration destination: QEMU listens here */
+        char *incoming_tls_dir;    /* ... with QEMU's own TLS, server credentials from here */
         DomainDef *incoming_def;   /* ... and runs this definition (the source's) */
         const char *pending_reason;/* the reason a pending resume will give (REASON_*) */
         Migration *migration;      /* the migration in progress, if any */
@@ -138,8 +139,10 @@ char *domain_get_xml(Domain *d, DomainFormatFlags flags);
 /* Migration support (migration.c drives these). */
 QemuMonitor *domain_monitor(Domain *d);
 /* Destination: starts QEMU with -incoming defer and has it listen on incoming_uri (QEMU syntax);
- * done when it listens. The domain is then paused (reason migration) and owned by the migration. */
-int domain_start_incoming(Domain *d, const char *incoming_uri, DomainDone done, void *userdata);
+ * done when it listens. The domain is then paused (reason migration) and owned by the migration.
+ * tls_dir (or NULL): QEMU accepts only a TLS stream, with the x509 server credentials there. */
+int domain_start_incoming(Domain *d, const char *incoming_uri, const char *tls_dir, DomainDone done,
+                          void *userdata);
 /* Takes (or gives back) the domain's operation slot for a migration. */
 int domain_begin_migration(Domain *d, Migration *m);
 void domain_end_migration(Domain *d);

@@ -110,6 +110,10 @@ int migration_options_read(sd_bus_message *msg, MigrationOptions *o, sd_bus_erro
                         int b;
                         READ_VARIANT("b", &b);
                         o->direct = b;
+                } else if (strcmp(key, "tls") == 0) {
+                        int b;
+                        READ_VARIANT("b", &b);
+                        o->tls = b;
                 } else
                         return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Unknown option '%s'.", key);
 #undef READ_VARIANT

@@ -76,6 +76,11 @@ int peer_prepare(sd_bus *peer, const char *xml, const MigrationOptions *o, sd_bu
                 if (r < 0)
                         return r;
         }
+        if (o->tls) {
+                r = sd_bus_message_append(m, "{sv}", "tls", "b", 1);
+                if (r < 0)
+                        return r;
+        }
         r = sd_bus_message_close_container(m);
         if (r < 0)
                 return r;

@@ -53,6 +53,39 @@ void migration_options_done(MigrationOptions *o) {
         o->hypervisor_uri = mfree(o->hypervisor_uri);
 }
 
+/* ---- QEMU's own TLS ---- */
+
+char *migration_tls_dir(const char *config_dir) {
+        return g_build_filename(config_dir, "pki", "qemu", NULL);
+}
+
+int migration_tls_check_files(const char *dir, bool server, char **ret_error) {
+        const char *const files[] = { "ca-cert.pem", server ? "server-cert.pem" : "client-cert.pem",
+                                      server ? "server-key.pem" : "client-key.pem" };
+
+        /* QEMU would say so too, but only once it runs; name the file here, before anything starts. */
+        for (size_t i = 0; i < ELEMENTSOF(files); i++) {
+                g_autofree char *path = g_build_filename(dir, files[i], NULL);
+                if (access(path, R_OK) < 0) {
+                        int r = -errno;
+                        *ret_error = g_strdup_printf("TLS %s certificate file %s: %s", server ? "server" : "client",
+                                                     path, strerror(-r));
+                        return r;
+                }
+        }
+        return 0;
+}
+
+JsonObject *migration_tls_object_args(const char *dir, bool server) {
+        JsonObject *o = json_object_new();
+        json_object_set_string_member(o, "qom-type", "tls-creds-x509");
+        json_object_set_string_member(o, "id", MIGRATION_TLS_OBJECT_ID);
+        json_object_set_string_member(o, "dir", dir);
+        json_object_set_string_member(o, "endpoint", server ? "server" : "client");
+        json_object_set_boolean_member(o, "verify-peer", true);
+        return o;
+}
+
 static Domain *migration_domain(Migration *m) {
         return m->domain_name ? manager_find_domain_by_name(m->manager, m->domain_name) : NULL;
 }
@@ -64,6 +97,7 @@ Migration *migration_free(Migration *m) {
         if (d && d->migration == m)
                 domain_end_migration(d);
         sd_bus_slot_unref(m->peer_call);
+        sd_bus_slot_unref(m->abort_call);
         sd_bus_slot_unref(m->peer_watch);
         sd_bus_flush_close_unref(m->peer);
         free(m->peer_owner);
@@ -77,6 +111,7 @@ Migration *migration_free(Migration *m) {
         free(m->domain_path);
         free(m->destination_uri);
         free(m->hypervisor_uri);
+        free(m->tls_hostname);
         free(m->peer_migration);
         free(m->error_name);
         free(m->error_message);
@@ -146,7 +181,10 @@ static void migration_end(Migration *m, MigrationState state, const char *error_
         m->stats_timer = sd_event_source_disable_unref(m->stats_timer);
         m->peer_call = sd_bus_slot_unref(m->peer_call);
         m->peer_watch = sd_bus_slot_unref(m->peer_watch);
-        m->peer = sd_bus_flush_close_unref(m->peer);
+        /* A Finish(false) on its way keeps the connection until answered: closed earlier, the
+         * destination cannot check who sent it (polkit) and would keep its copy. */
+        if (!m->abort_call)
+                m->peer = sd_bus_flush_close_unref(m->peer);
         if (d && d->migration == m)
                 domain_end_migration(d);
         /* A Finish waiting for QEMU gets its answer now (an error: we are not running), so
@@ -225,7 +263,13 @@ static void resume_source(Migration *m) {
 
 static int on_peer_finish_abort(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error) {
         Migration *m = userdata;
-        m->peer_call = sd_bus_slot_unref(m->peer_call);
+        const sd_bus_error *e = sd_bus_message_get_error(reply);
+
+        if (e)
+                log_warning("Migration %u: the destination did not take Finish(false): %s", m->id,
+                            e->message ?: e->name);
+        m->abort_call = sd_bus_slot_unref(m->abort_call);
+        m->peer = sd_bus_flush_close_unref(m->peer);
         return 0;
 }
 
@@ -239,7 +283,9 @@ static void source_fail(Migration *m, const char *error_name, const char *messag
                 (void) qemu_monitor_command(domain_monitor(d), "migrate_cancel", NULL, 0, NULL, NULL);
         if (m->peer && m->peer_migration) {
                 m->peer_call = sd_bus_slot_unref(m->peer_call);
-                (void) peer_finish(m->peer, m->peer_owner, m->peer_migration, false, on_peer_finish_abort, m, NULL);
+                m->abort_call = sd_bus_slot_unref(m->abort_call);
+                (void) peer_finish(m->peer, m->peer_owner, m->peer_migration, false, on_peer_finish_abort, m,
+                                   &m->abort_call);
                 (void) sd_bus_flush(m->peer);
         }
         resume_source(m);
@@ -304,9 +350,17 @@ void migration_qemu_event(Migration *m, const char *status) {
                         m->stats.data_remaining = 0;
                         if (m->pending_finish)
                                 manager_migration_finish_pending(m->manager, m);
-                } else if (strcmp(status, "failed") == 0)
+                } else if (strcmp(status, "failed") == 0) {
+                        /* This copy never ran and never will: the source keeps the guest. QEMU
+                         * may not exit by itself, and a Finish(false) arriving after this is
+                         * refused (we are no longer running): throw it away now. */
+                        if (d && d->migration == m) {
+                                domain_end_migration(d);
+                                domain_discard_incoming(d);
+                        }
                         migration_end(m, MIGRATION_FAILED, FERRY_ERROR_MIGRATION_FAILED,
                                       "the incoming stream failed");
+                }
                 return;
         }
 
@@ -356,14 +410,13 @@ static JsonObject *capability(const char *name, bool on) {
         return c;
 }
 
-static void source_perform(Migration *m) {
+static void source_migrate(Migration *m) {
         Domain *d = migration_domain(m);
         QemuMonitor *mon = d ? domain_monitor(d) : NULL;
         JsonObject *caps_arg, *params, *migrate;
         JsonArray *caps;
         int r;
 
-        set_phase(m, MIGRATION_PHASE_PERFORM);
         if (!mon) {
                 source_fail(m, FERRY_ERROR_MIGRATION_FAILED, "the domain's QEMU is not reachable");
                 return;
@@ -382,6 +435,9 @@ static void source_perform(Migration *m) {
         if (m->options.max_downtime_usec)
                 json_object_set_int_member(params, "downtime-limit",
                                            (gint64) ((m->options.max_downtime_usec + 999) / 1000));
+        /* Always set: a QEMU that migrated with TLS before keeps its parameters; "" is plain. */
+        json_object_set_string_member(params, "tls-creds", m->options.tls ? MIGRATION_TLS_OBJECT_ID : "");
+        json_object_set_string_member(params, "tls-hostname", m->options.tls ? strempty(m->tls_hostname) : "");
         (void) qemu_monitor_command(mon, "migrate-set-parameters", params, 0, NULL, NULL);
 
         migrate = json_object_new();
@@ -393,6 +449,42 @@ static void source_perform(Migration *m) {
         }
         (void) sd_event_add_time_relative(manager_event(m->manager), &m->stats_timer, CLOCK_MONOTONIC,
                                           STATS_INTERVAL_USEC, 0, on_stats_timer, m);
+}
+
+static void on_tls_creds_added(QemuMonitor *mon, int error, const char *error_class, const char *error_desc,
+                               JsonNode *ret, void *userdata) {
+        Migration *m = userdata;
+
+        if (m->state != MIGRATION_RUNNING)
+                return;
+        if (error < 0) {
+                g_autofree char *msg = g_strdup_printf("QEMU cannot load the TLS client credentials: %s",
+                                                       error_desc ?: strerror(-error));
+                source_fail(m, FERRY_ERROR_MIGRATION_FAILED, msg);
+                return;
+        }
+        source_migrate(m);
+}
+
+static void source_perform(Migration *m) {
+        Domain *d = migration_domain(m);
+        QemuMonitor *mon = d ? domain_monitor(d) : NULL;
+        g_autofree char *dir = NULL;
+        JsonObject *del;
+
+        set_phase(m, MIGRATION_PHASE_PERFORM);
+        if (!m->options.tls || !mon) {
+                source_migrate(m);
+                return;
+        }
+        /* Fresh client credentials: this QEMU may hold the server ones it came in with, or
+         * those of an earlier attempt (object-del fails harmlessly when there are none). */
+        dir = migration_tls_dir(m->manager->config_dir);
+        del = json_object_new();
+        json_object_set_string_member(del, "id", MIGRATION_TLS_OBJECT_ID);
+        (void) qemu_monitor_command(mon, "object-del", del, 0, NULL, NULL);
+        if (qemu_monitor_command(mon, "object-add", migration_tls_object_args(dir, false), 0, on_tls_creds_added, m) < 0)
+                source_fail(m, FERRY_ERROR_MIGRATION_FAILED, "cannot send object-add to QEMU");
 }
 
 static int on_peer_owner_changed(sd_bus_message *msg, void *userdata, sd_bus_error *ret_error) {
@@ -446,8 +538,14 @@ static int on_peer_prepared(sd_bus_message *reply, void *userdata, sd_bus_error 
                 source_fail(m, FERRY_ERROR_MIGRATION_FAILED, msg);
                 return 0;
         }
+        if (m->options.tls && parsed->kind != MIGRATION_URI_TCP) {
+                source_fail(m, FERRY_ERROR_MIGRATION_FAILED, "TLS needs a tcp: address from the destination");
+                return 0;
+        }
         free(m->hypervisor_uri);
         m->hypervisor_uri = migration_uri_to_qemu(parsed);
+        free(m->tls_hostname);
+        m->tls_hostname = parsed->host ? strdup(parsed->host) : NULL;
         changed(m);
         source_perform(m);
         return 0;
@@ -520,6 +618,15 @@ int migration_start_outgoing(Domain *d, const char *destination_uri, MigrationOp
                 if (r < 0)
                         return r;
         }
+        /* Offline moves no stream: there is nothing to encrypt. */
+        if (!options->offline && !options->tls && d->manager->config.migration_force_tls) {
+                *ret_error = g_strdup("this host requires TLS for migrations ([Migration] ForceTLS=yes): use the tls option");
+                return -EINVAL;
+        }
+        if (options->tls && !options->offline && hv && hv->kind != MIGRATION_URI_TCP) {
+                *ret_error = g_strdup("TLS needs a tcp: hypervisor URI (QEMU checks the destination's name)");
+                return -EINVAL;
+        }
         if (options->offline) {
                 /* Only the definition moves; the guest, running or not, stays where it is. */
                 if (!d->persistent) {
@@ -552,8 +659,19 @@ int migration_start_outgoing(Domain *d, const char *destination_uri, MigrationOp
         }
         manager_migration_added(d->manager, m);
 
+        if (m->options.tls && !m->options.offline) {
+                g_autofree char *dir = migration_tls_dir(d->manager->config_dir);
+                g_autofree char *why = NULL;
+                if (migration_tls_check_files(dir, false, &why) < 0) {
+                        source_fail(m, FERRY_ERROR_MIGRATION_FAILED, why);
+                        *ret = m;
+                        return 0;
+                }
+        }
+
         if (m->options.direct) {
                 m->hypervisor_uri = migration_uri_to_qemu(hv);
+                m->tls_hostname = hv->host ? strdup(hv->host) : NULL;
                 source_perform(m);
                 *ret = m;
                 return 0;
@@ -650,7 +768,7 @@ static int prepare_parsed(Manager *manager, const char *xml, MigrationOptions *o
                           MigrationPrepared done, void *userdata, char **ret_error) {
         _cleanup_(domain_def_freep) DomainDef *def = NULL;
         _cleanup_(migration_uri_freep) MigrationUri *listen = NULL;
-        g_autofree char *listen_uri = NULL;
+        g_autofree char *listen_uri = NULL, *tls_dir = NULL;
         PrepareRequest *req;
         Domain *d, *by_name, *by_uuid;
         Migration *m;
@@ -669,6 +787,12 @@ static int prepare_parsed(Manager *manager, const char *xml, MigrationOptions *o
         }
         if (options->offline)
                 return prepare_offline(manager, &def, by_name, options, done, userdata, ret_error);
+        if (options->tls) {
+                tls_dir = migration_tls_dir(manager->config_dir);
+                r = migration_tls_check_files(tls_dir, true, ret_error);
+                if (r < 0)
+                        return r;
+        }
 
         if (options->hypervisor_uri) {
                 r = migration_uri_parse(options->hypervisor_uri, &listen, ret_error);
@@ -727,7 +851,7 @@ static int prepare_parsed(Manager *manager, const char *xml, MigrationOptions *o
         }
         *req = (PrepareRequest) { .migration = m, .done = done, .userdata = userdata };
         d->incoming_def = TAKE_PTR(def);
-        r = domain_start_incoming(d, listen_uri, on_incoming_started, req);
+        r = domain_start_incoming(d, listen_uri, tls_dir, on_incoming_started, req);
         if (r < 0) {
                 free(req);
                 goto fail_migration;
@@ -785,6 +909,10 @@ int migration_prepare_incoming(Manager *manager, const char *xml, MigrationOptio
         r = domain_def_parse(xml, strlen(xml), &def, ret_error);
         if (r < 0)
                 return r;
+        if (!options->offline && !options->tls && manager->config.migration_force_tls) {
+                *ret_error = g_strdup("this host requires TLS for incoming migrations ([Migration] ForceTLS=yes)");
+                return -EPERM;
+        }
         if (access(hook, X_OK) < 0)
                 return prepare_parsed(manager, xml, options, done, userdata, ret_error);
 

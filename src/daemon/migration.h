@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #pragma once
 
+#include <json-glib/json-glib.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <systemd/sd-bus.h>
@@ -58,6 +59,7 @@ typedef struct MigrationOptions {
         bool offline;              /* move the definition only (seed: "Offline migration") */
         bool direct;               /* unmanaged direct: the destination is a hypervisor URI, a QEMU
                                     * listening there, with no ferryd (seed: "Unmanaged direct") */
+        bool tls;                  /* QEMU's own TLS (tls-creds-x509) for the stream (seed: VIR_MIGRATE_TLS) */
 } MigrationOptions;
 
 typedef struct Migration {
@@ -71,6 +73,7 @@ typedef struct Migration {
         char *domain_path;         /* the domain's object path on this host */
         char *destination_uri;     /* outgoing */
         char *hypervisor_uri;      /* where QEMU's stream goes / comes in */
+        char *tls_hostname;        /* outgoing with tls: the name the destination's certificate must carry */
         MigrationOptions options;
         MigrationStats stats;
         char *error_name;
@@ -82,6 +85,7 @@ typedef struct Migration {
         char *peer_owner;          /* the unique name of the ferryd that prepared it */
         sd_bus_slot *peer_watch;   /* NameOwnerChanged: that ferryd going away */
         sd_bus_slot *peer_call;
+        sd_bus_slot *abort_call;   /* Finish(false) after a failure: the peer stays open for it */
         bool finish_sent;          /* after this, losing the peer leaves the guest paused */
         /* incoming */
         uint16_t incoming_port;    /* taken from the port range while we listen */
@@ -98,6 +102,18 @@ typedef struct Migration {
 #define MIGRATIONS_MAX 4u                       /* running at once on one host */
 #define MIGRATIONS_KEPT_MAX 64u                 /* ended ones still visible */
 #define MIGRATION_KEEP_USEC (300ULL * 1000000ULL) /* how long an ended one stays visible */
+
+/* QEMU's own TLS: x509 files in libvirt's layout under CONFIG_DIR/pki/qemu (ca-cert.pem,
+ * server-cert.pem and server-key.pem for the destination, client-cert.pem and client-key.pem
+ * for the source, optional dh-params.pem); QEMU reads them itself, as a tls-creds-x509 object. */
+#define MIGRATION_TLS_OBJECT_ID "ferry-migrate-tls"
+/* The directory for config_dir (g_free() it). */
+char *migration_tls_dir(const char *config_dir);
+/* 0 if the files of that endpoint are there and readable; else -ENOENT (or another error) and
+ * a message naming the first missing file. */
+int migration_tls_check_files(const char *dir, bool server, char **ret_error);
+/* The arguments of QMP's object-add for the credentials. */
+JsonObject *migration_tls_object_args(const char *dir, bool server);
 
 const char *migration_phase_to_string(MigrationPhase p);
 const char *migration_state_to_string(MigrationState s);

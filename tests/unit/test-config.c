@@ -43,6 +43,7 @@ static void test_values(void) {
         g_assert_cmpint(parse(&c, "[Migration]\nPorts=50000-50010\n"), ==, 0);
         g_assert_cmpuint(c.migration_port_min, ==, 50000);
         g_assert_cmpuint(c.migration_port_max, ==, 50010);
+        g_assert_false(c.migration_force_tls);
         g_assert_cmpint(parse(&c, "[Daemon]\nHostname=fe80::1\n"), ==, 0);
         g_assert_cmpstr(c.hostname, ==, "fe80::1");
         config_done(&c);
@@ -64,6 +65,8 @@ static void test_invalid_keeps_old(void) {
                 "[Migration]\nPorts=80-90\n",
                 "[Migration]\nPorts=50010-50000\n",
                 "[Migration]\nPorts=+1024-2000\n",
+                "[Migration]\nForceTLS=maybe\n",
+                "[Migration]\nForceTLS=\n",
                 "not a key file\n",
                 "[Daemon\nIdleTimeoutSec=5\n",
         };
@@ -77,6 +80,27 @@ static void test_invalid_keeps_old(void) {
                 g_assert_cmpstr(c.hostname, ==, "keep");
                 config_done(&c);
         }
+}
+
+static void test_force_tls(void) {
+        Config c;
+        config_init(&c);
+        g_assert_false(c.migration_force_tls);
+        g_assert_cmpint(parse(&c, "[Migration]\nForceTLS=yes\n"), ==, 0);
+        g_assert_true(c.migration_force_tls);
+        /* Keys not in the text keep what they had. */
+        g_assert_cmpint(parse(&c, "[Migration]\nPorts=50000-50010\n"), ==, 0);
+        g_assert_true(c.migration_force_tls);
+        g_assert_cmpint(parse(&c, "[Migration]\nForceTLS = off \n"), ==, 0);
+        g_assert_false(c.migration_force_tls);
+        g_assert_cmpint(parse(&c, "[Migration]\nForceTLS=TRUE\n"), ==, 0);
+        g_assert_true(c.migration_force_tls);
+        /* A bad value changes nothing. */
+        g_assert_cmpint(parse(&c, "[Migration]\nForceTLS=2\n"), ==, -EINVAL);
+        g_assert_true(c.migration_force_tls);
+        g_assert_cmpint(parse(&c, "[Migration]\nForceTLS=no\n"), ==, 0);
+        g_assert_false(c.migration_force_tls);
+        config_done(&c);
 }
 
 static void test_unknown_ignored(void) {
@@ -134,6 +158,7 @@ static void test_shipped_file_is_defaults(void) {
         g_assert_cmpuint(c.idle_timeout_sec, ==, d.idle_timeout_sec);
         g_assert_cmpint(c.log_level, ==, d.log_level);
         g_assert_null(c.hostname);
+        g_assert_true(c.migration_force_tls == d.migration_force_tls);
         config_done(&c);
 }
 
@@ -142,6 +167,7 @@ int main(int argc, char *argv[]) {
         g_test_add_func("/config/defaults", test_defaults);
         g_test_add_func("/config/values", test_values);
         g_test_add_func("/config/invalid-keeps-old", test_invalid_keeps_old);
+        g_test_add_func("/config/force-tls", test_force_tls);
         g_test_add_func("/config/unknown-ignored", test_unknown_ignored);
         g_test_add_func("/config/hostname-limits", test_hostname_limits);
         g_test_add_func("/config/load", test_load_missing_and_file);
