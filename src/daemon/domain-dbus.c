@@ -81,16 +81,20 @@ static int errno_to_bus(sd_bus_error *error, int r, const char *what, Domain *d)
         }
 }
 
-/* Starts an asynchronous operation whose completion replies to msg. */
-typedef int (*DomainAsyncOp)(Domain *d, DomainDone done, void *userdata);
-
-static int run_async(Domain *d, sd_bus_message *msg, DomainAsyncOp op, const char *what, sd_bus_error *error) {
-        int r = op(d, bus_reply_domain_done, sd_bus_message_ref(msg));
+/* r: what starting an asynchronous operation returned, which was handed a reference to msg to
+ * reply with later. On failure that reference was not taken over: drop it and say why now. */
+static int async_started(Domain *d, sd_bus_message *msg, int r, const char *what, sd_bus_error *error) {
         if (r < 0) {
                 sd_bus_message_unref(msg);
                 return errno_to_bus(error, r, what, d);
         }
         return 1;
+}
+
+typedef int (*DomainAsyncOp)(Domain *d, DomainDone done, void *userdata);
+
+static int run_async(Domain *d, sd_bus_message *msg, DomainAsyncOp op, const char *what, sd_bus_error *error) {
+        return async_started(d, msg, op(d, bus_reply_domain_done, sd_bus_message_ref(msg)), what, error);
 }
 
 static int method_start(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
@@ -109,11 +113,7 @@ static int method_start(sd_bus_message *msg, void *userdata, sd_bus_error *error
                 return r < 0 ? r : 1;
 
         r = domain_start(d, flags & FERRY_START_PAUSED, bus_reply_domain_done, sd_bus_message_ref(msg));
-        if (r < 0) {
-                sd_bus_message_unref(msg);
-                return errno_to_bus(error, r, "start", d);
-        }
-        return 1;
+        return async_started(d, msg, r, "start", error);
 }
 
 static int method_shutdown(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
@@ -132,11 +132,7 @@ static int method_shutdown(sd_bus_message *msg, void *userdata, sd_bus_error *er
                 return r < 0 ? r : 1;
 
         r = domain_shutdown(d, timeout, bus_reply_domain_done, sd_bus_message_ref(msg));
-        if (r < 0) {
-                sd_bus_message_unref(msg);
-                return errno_to_bus(error, r, "shut down", d);
-        }
-        return 1;
+        return async_started(d, msg, r, "shut down", error);
 }
 
 #define SIMPLE_ASYNC_METHOD(fn, op, what)                                                       \

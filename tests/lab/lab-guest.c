@@ -42,8 +42,6 @@ void lab_guest_create(const char *host, const char *name, bool persistent) {
         g_auto(LabResult) r = {};
 
         g_assert_true(g_file_set_contents(path, xml, -1, NULL));
-        lab_sh(host, NULL, "mkdir -p /run/ferry-test", &r);
-        lab_result_clear(&r);
         if (persistent) {
                 LAB_CTL(host, &r, "define", inside);
                 g_assert_cmpint(r.status, ==, 0);

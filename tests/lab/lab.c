@@ -236,3 +236,17 @@ void lab_assert_introspection_matches(const char *host, const char *path, const 
                         g_assert_true(g_file_test(p, G_FILE_TEST_EXISTS));
                 }
 }
+
+int lab_run(const char *name, const char *const *hosts) {
+        int ret;
+
+        lab_up(name, hosts);
+        for (const char *const *h = hosts; *h; h++) {
+                g_auto(LabResult) r = {};
+                lab_sh(*h, NULL, "mkdir -p /run/ferry-test", &r);
+                g_assert_cmpint(r.status, ==, 0);
+        }
+        ret = g_test_run();
+        lab_down();
+        return ret;
+}

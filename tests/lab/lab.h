@@ -23,6 +23,10 @@ gboolean lab_available(void);
 void lab_up(const char *lab_name, const char *const *hosts);
 void lab_down(void);
 
+/* What every lab test's main does after adding its cases: boot the hosts (with
+ * /run/ferry-test made in each, for guests' serial logs), run the cases, tear down. */
+int lab_run(const char *lab_name, const char *const *hosts);
+
 /* Runs argv (NULL-terminated) inside host; user NULL means root. */
 void lab_exec(const char *host, const char *user, const char *const *argv, LabResult *ret);
 /* Shell convenience: sh -c script inside host. */

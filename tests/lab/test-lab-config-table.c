@@ -221,8 +221,6 @@ static void test_offline(void) {
 
 int main(int argc, char *argv[]) {
         const char *hosts[] = { "a", "b", NULL };
-        int ret;
-
         g_test_init(&argc, &argv, NULL);
         if (!lab_available()) {
                 g_test_skip("lab tests need root");
@@ -238,8 +236,5 @@ int main(int argc, char *argv[]) {
                 g_test_add_data_func(path, row, test_row);
         }
         g_test_add_func("/lab/offline/definition-moves-hook-applies", test_offline);
-        lab_up("config-table", hosts);
-        ret = g_test_run();
-        lab_down();
-        return ret;
+        return lab_run("config-table", hosts);
 }

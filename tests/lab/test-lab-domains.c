@@ -84,8 +84,6 @@ static void test_define_start_runs(void) {
         g_auto(LabResult) r = {};
         g_autofree char *state = NULL, *cfg = NULL;
 
-        lab_sh(HOST, NULL, "mkdir -p /run/ferry-test", &r);
-        lab_result_clear(&r);
         define_guest("g1");
 
         /* Persistent: the definition is in /etc/ferry/domains. */
@@ -439,8 +437,6 @@ static void test_transient_create_and_undefine(void) {
 
 int main(int argc, char *argv[]) {
         const char *hosts[] = { HOST, NULL };
-        int ret;
-
         g_test_init(&argc, &argv, NULL);
         if (!lab_available()) {
                 g_test_skip("lab tests need root");
@@ -461,8 +457,5 @@ int main(int argc, char *argv[]) {
         g_test_add_func("/lab/domains/destroy-removes-units", test_destroy_removes_units);
         g_test_add_func("/lab/domains/transient-create-and-undefine", test_transient_create_and_undefine);
 
-        lab_up("domains", hosts);
-        ret = g_test_run();
-        lab_down();
-        return ret;
+        return lab_run("domains", hosts);
 }

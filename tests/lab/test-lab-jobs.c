@@ -201,8 +201,6 @@ static void test_destination_ferryd_killed(void) {
 
 int main(int argc, char *argv[]) {
         const char *hosts[] = { "a", "b", NULL };
-        int ret;
-
         g_test_init(&argc, &argv, NULL);
         if (!lab_available()) {
                 g_test_skip("lab tests need root");
@@ -214,12 +212,5 @@ int main(int argc, char *argv[]) {
         g_test_add_func("/lab/jobs/destination-qemu-killed", test_destination_qemu_killed);
         g_test_add_func("/lab/jobs/destination-ferryd-killed", test_destination_ferryd_killed);
 
-        lab_up("jobs", hosts);
-        for (const char *const *h = hosts; *h; h++) {
-                g_auto(LabResult) r = {};
-                lab_sh(*h, NULL, "mkdir -p /run/ferry-test", &r);
-        }
-        ret = g_test_run();
-        lab_down();
-        return ret;
+        return lab_run("jobs", hosts);
 }

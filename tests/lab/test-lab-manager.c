@@ -183,8 +183,6 @@ static void test_ferryctl_service_missing(void) {
 
 int main(int argc, char *argv[]) {
         const char *hosts[] = { HOST, NULL };
-        int ret;
-
         g_test_init(&argc, &argv, NULL);
         if (!lab_available()) {
                 g_test_skip("lab tests need root");
@@ -201,8 +199,5 @@ int main(int argc, char *argv[]) {
         g_test_add_func("/lab/manager/idle-exit-and-reactivation", test_idle_exit_and_reactivation);
         g_test_add_func("/lab/manager/ferryctl-service-missing", test_ferryctl_service_missing);
 
-        lab_up("manager", hosts);
-        ret = g_test_run();
-        lab_down();
-        return ret;
+        return lab_run("manager", hosts);
 }

@@ -322,8 +322,6 @@ static void test_native_tls(void) {
 
 int main(int argc, char *argv[]) {
         const char *hosts[] = { "a", "b", NULL };
-        int ret;
-
         g_test_init(&argc, &argv, NULL);
         if (!lab_available()) {
                 g_test_skip("lab tests need root");
@@ -339,13 +337,5 @@ int main(int argc, char *argv[]) {
         g_test_add_func("/lab/migration/unmanaged-direct", test_unmanaged_direct);
         g_test_add_func("/lab/migration/native-tls", test_native_tls);
 
-        lab_up("migration", hosts);
-        for (const char *const *h = hosts; *h; h++) {
-                g_auto(LabResult) r = {};
-                /* Destinations write the guest's serial log there too. */
-                lab_sh(*h, NULL, "mkdir -p /run/ferry-test", &r);
-        }
-        ret = g_test_run();
-        lab_down();
-        return ret;
+        return lab_run("migration", hosts);
 }
