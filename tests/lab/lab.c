@@ -91,7 +91,9 @@ void lab_up(const char *name, const char *const *hosts) {
         g_autoptr(GPtrArray) argv = g_ptr_array_new();
         g_auto(LabResult) r = {};
 
-        lab_name = g_strdup(name);
+        /* FERRY_LAB_SUFFIX keeps labs of two checkouts on one machine apart. */
+        lab_name = g_getenv("FERRY_LAB_SUFFIX") ? g_strdup_printf("%s-%s", name, g_getenv("FERRY_LAB_SUFFIX"))
+                                                : g_strdup(name);
         /* Install this build as a package would, into a private tree the hosts overlay on /usr. */
         const char *install[] = { g_getenv("MESON") ?: "meson", "install", "-C", lab_build_dir(),
                                   "--no-rebuild", "--quiet", "--destdir", stage, NULL };
