@@ -21,6 +21,10 @@ void ctl_domain_help(void);
 
 int ctl_migrate(int argc, char **argv);
 
+/* dump --memory-only DOMAIN FILE */
+int ctl_dump(int argc, char **argv);
+void ctl_dump_help(void);
+
 /* domjobinfo, domjobabort, migrate-setspeed, migrate-setmaxdowntime (argv[0] is the verb). */
 int ctl_job(int argc, char **argv);
 void ctl_job_help(void);

@@ -108,6 +108,7 @@ static void help(void) {
                "  --version          print ferryctl's version\n\n"
                "Exit status: 0 on success, 1 on failure, 2 on bad usage.\n\n", FERRY_CONFIG_FILE);
         ctl_domain_help();
+        ctl_dump_help();
         printf("\n");
         ctl_job_help();
 }
@@ -121,6 +122,7 @@ static const Verb verbs[] = {
         { "version", cmd_version },
         { "reload", cmd_reload },
         { "migrate", ctl_migrate },
+        { "dump", ctl_dump },
         { "domjobinfo", ctl_job },
         { "domjobabort", ctl_job },
         { "migrate-setspeed", ctl_job },

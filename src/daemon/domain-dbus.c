@@ -4,7 +4,9 @@
  * dbus-interfaces/org.ferry.Ferry1.Domain.xml. */
 
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "bus-util.h"
 #include "domain-dbus.h"
@@ -189,6 +191,64 @@ static int method_get_xml(sd_bus_message *msg, void *userdata, sd_bus_error *err
         return sd_bus_reply_method_return(msg, "s", xml);
 }
 
+/* fd: where QEMU writes; the caller opened it, with its own permissions. Regular files only:
+ * a pipe whose reader stops reading would hold the domain's operation slot for good. */
+static int check_dump_fd(int fd, sd_bus_error *error) {
+        struct stat st;
+        int flags;
+
+        if (fstat(fd, &st) < 0)
+                return -errno;
+        if (!S_ISREG(st.st_mode))
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                         "The dump must go to a regular file, not a %s.",
+                                         S_ISFIFO(st.st_mode) ? "pipe" : S_ISSOCK(st.st_mode) ? "socket" :
+                                         S_ISCHR(st.st_mode) ? "character device" :
+                                         S_ISBLK(st.st_mode) ? "block device" : "directory or other special file");
+        flags = fcntl(fd, F_GETFL);
+        if (flags < 0)
+                return -errno;
+        if ((flags & O_ACCMODE) != O_WRONLY && (flags & O_ACCMODE) != O_RDWR)
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                         "The dump file descriptor is not open for writing.");
+        return 0;
+}
+
+static int method_dump_memory(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        Domain *d = userdata;
+        uint64_t flags;
+        int fd, r;
+
+        r = sd_bus_message_read(msg, "ht", &fd, &flags);
+        if (r < 0)
+                return r;
+        if (flags != 0)
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Unknown flags 0x%" PRIx64 ".", flags);
+        r = check_dump_fd(fd, error);
+        if (r < 0)
+                return r;
+        /* A separate action: a dump holds everything the guest keeps in memory. */
+        r = authorize(d, msg, FERRY_ACTION_DUMP_MEMORY, error);
+        if (r <= 0)
+                return r < 0 ? r : 1;
+
+        r = domain_dump_memory(d, fd, bus_reply_domain_done, sd_bus_message_ref(msg));
+        if (r >= 0)
+                return 1;
+        sd_bus_message_unref(msg);
+        if (r == -ENOTCONN)
+                return sd_bus_error_setf(error, FERRY_ERROR_INVALID_STATE,
+                                         "Domain %s is %s: only a paused domain can be dumped, so that its memory "
+                                         "does not change under the dump (suspend it first).",
+                                         d->def->name, domain_state_to_string(d->state));
+        if (r == -EBUSY)
+                return sd_bus_error_setf(error, FERRY_ERROR_INVALID_STATE,
+                                         "Domain %s has another operation in progress (a dump, a migration, ...): "
+                                         "cannot dump its memory now.", d->def->name);
+        return sd_bus_error_setf(error, bus_error_name_for_domain_errno(r), "Cannot dump the memory of domain %s: %s",
+                                 d->def->name, strerror(-r));
+}
+
 static int method_set_autostart(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         Domain *d = userdata;
         int autostart, r;
@@ -362,6 +422,8 @@ static const sd_bus_vtable domain_vtable[] = {
         SD_BUS_METHOD("Undefine", NULL, NULL, method_undefine, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("GetXML", SD_BUS_ARGS("t", flags), SD_BUS_RESULT("s", xml),
                                 method_get_xml, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("DumpMemory", SD_BUS_ARGS("h", fd, "t", flags), SD_BUS_NO_RESULT,
+                                method_dump_memory, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("SetAutostart", SD_BUS_ARGS("b", autostart), SD_BUS_NO_RESULT,
                                 method_set_autostart, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("Migrate", SD_BUS_ARGS("s", destination_uri, "a{sv}", options, "t", flags),

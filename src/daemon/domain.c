@@ -201,6 +201,8 @@ static void on_monitor_event(QemuMonitor *mon, const char *name, JsonObject *dat
                 const char *status = data ? json_object_get_string_member_with_default(data, "status", NULL) : NULL;
                 if (d->migration && status)
                         migration_qemu_event(d->migration, status);
+        } else if (strcmp(name, "DUMP_COMPLETED") == 0) {
+                domain_dump_completed(d, data);
         } else if (strcmp(name, "STOP") == 0) {
                 if (d->state == DOMAIN_RUNNING)
                         set_state(d, DOMAIN_PAUSED, d->op == DOMAIN_OP_SUSPEND ? REASON_USER :
@@ -582,8 +584,9 @@ int domain_destroy(Domain *d, DomainDone done, void *userdata) {
 
         if (!domain_is_active(d))
                 return -ENOTCONN;
-        /* Destroy overrides a pending shutdown or a hanging start, as virsh destroy does. */
-        if (d->op == DOMAIN_OP_SHUTDOWN || d->op == DOMAIN_OP_START)
+        /* Destroy overrides a pending shutdown, a hanging start or a memory dump, as virsh
+         * destroy does. */
+        if (d->op == DOMAIN_OP_SHUTDOWN || d->op == DOMAIN_OP_START || d->op == DOMAIN_OP_DUMP)
                 op_finish(d, -ECANCELED, "the domain was destroyed");
         r = op_begin(d, DOMAIN_OP_DESTROY, done, userdata);
         if (r < 0)
@@ -861,4 +864,18 @@ void domain_discard_incoming(Domain *d) {
         d->unit_job = unit_job_free(d->unit_job);
         if (unit_stop(manager_bus(d->manager), d->unit, on_unit_stopped, d, &d->unit_job) < 0)
                 domain_stopped(d, DOMAIN_SHUTOFF, REASON_FAILED, 0, NULL);
+}
+
+int domain_op_begin(Domain *d, DomainOperation op, DomainDone done, void *userdata) {
+        return op_begin(d, op, done, userdata);
+}
+
+void domain_op_abandon(Domain *d) {
+        d->op = DOMAIN_OP_NONE;
+        d->op_done = NULL;
+        d->op_userdata = NULL;
+}
+
+void domain_op_finish(Domain *d, int error, const char *message) {
+        op_finish(d, error, message);
 }

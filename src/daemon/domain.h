@@ -16,6 +16,7 @@ typedef struct Manager Manager;
 typedef struct QemuMonitor QemuMonitor;
 typedef struct UnitJob UnitJob;
 typedef struct Migration Migration;
+typedef struct _JsonObject JsonObject;  /* json-glib's */
 
 typedef enum DomainState {
         DOMAIN_SHUTOFF,
@@ -59,6 +60,7 @@ typedef enum DomainOperation {
         DOMAIN_OP_SUSPEND,
         DOMAIN_OP_RESUME,
         DOMAIN_OP_MIGRATE,         /* held by a Migration from Begin to Confirm */
+        DOMAIN_OP_DUMP,            /* QEMU writes the guest's memory to a caller's file */
 } DomainOperation;
 
 typedef struct Domain {
@@ -155,3 +157,15 @@ void domain_discard_incoming(Domain *d);
 
 /* True while an operation is running (keeps ferryd from exiting on idle). */
 bool domain_is_busy(const Domain *d);
+
+/* Memory dumps (domain-dump.c): QEMU writes the guest's physical memory as an ELF core into fd
+ * (a regular file open for writing; QEMU gets a duplicate). Only a paused domain (-ENOTCONN
+ * otherwise): a running guest would change under the dump. One at a time, as every operation
+ * (-EBUSY). done when every byte is written. */
+int domain_dump_memory(Domain *d, int fd, DomainDone done, void *userdata);
+void domain_dump_completed(Domain *d, JsonObject *data);
+
+/* The operation slot, for operations kept in their own files. */
+int domain_op_begin(Domain *d, DomainOperation op, DomainDone done, void *userdata);
+void domain_op_abandon(Domain *d);   /* starting failed: free the slot, done is not called */
+void domain_op_finish(Domain *d, int error, const char *message);

@@ -23,6 +23,7 @@
 #define FERRY_ACTION_MANAGE_DOMAINS "org.ferry.Ferry1.manage-domains"
 #define FERRY_ACTION_MIGRATE "org.ferry.Ferry1.migrate"
 #define FERRY_ACTION_MIGRATE_INCOMING "org.ferry.Ferry1.migrate-incoming"
+#define FERRY_ACTION_DUMP_MEMORY "org.ferry.Ferry1.dump-memory"
 
 /* Flags of Manager.CreateDomain and Domain.Start */
 #define FERRY_START_PAUSED (UINT64_C(1) << 0)
