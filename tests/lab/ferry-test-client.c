@@ -6,6 +6,8 @@
  * ERROR=<name> and MESSAGE=<text> and exits 1. */
 
 #include <gio/gio.h>
+#include <gio/gunixfdlist.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -28,8 +30,9 @@ int main(int argc, char *argv[]) {
         g_autoptr(GError) error = NULL;
         g_autoptr(FerryManager) m = NULL;
 
-        if (argc != 2) {
-                fprintf(stderr, "usage: ferry-test-client version|reload|reload-interactive\n");
+        if (argc < 2 || (strcmp(argv[1], "dump-memory") == 0 ? argc != 5 : argc != 2)) {
+                fprintf(stderr, "usage: ferry-test-client version|reload|reload-interactive\n"
+                                "       ferry-test-client dump-memory DOMAIN-PATH FD FLAGS\n");
                 return 2;
         }
         m = manager(&error);
@@ -59,6 +62,21 @@ int main(int argc, char *argv[]) {
                 g_autoptr(GVariant) v = g_dbus_proxy_call_sync(G_DBUS_PROXY(m), "Reload", NULL,
                                                                G_DBUS_CALL_FLAGS_ALLOW_INTERACTIVE_AUTHORIZATION,
                                                                -1, NULL, &error);
+                if (!v)
+                        return fail(error);
+                printf("OK\n");
+                return 0;
+        }
+        if (strcmp(argv[1], "dump-memory") == 0) {
+                /* Any fd the caller gives (busctl cannot pass fds), to see what ferryd accepts. */
+                g_autoptr(GUnixFDList) fds = g_unix_fd_list_new();
+                if (g_unix_fd_list_append(fds, atoi(argv[3]), &error) < 0)
+                        return fail(error);
+                g_autoptr(GVariant) v = g_dbus_connection_call_with_unix_fd_list_sync(
+                        g_dbus_proxy_get_connection(G_DBUS_PROXY(m)), "org.ferry.Ferry1", argv[2],
+                        "org.ferry.Ferry1.Domain", "DumpMemory",
+                        g_variant_new("(ht)", 0, g_ascii_strtoull(argv[4], NULL, 0)), NULL,
+                        G_DBUS_CALL_FLAGS_NONE, -1, fds, NULL, NULL, &error);
                 if (!v)
                         return fail(error);
                 printf("OK\n");

@@ -1,7 +1,10 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
 #include <glib.h>
+#include <glib/gstdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 
 #include "lab-guest.h"
 
@@ -93,4 +96,42 @@ char *lab_busctl_path(const char *host, const char *const *argv) {
         g_auto(GStrv) parts = g_strsplit(r.out, "\"", -1);
         g_assert_cmpuint(g_strv_length(parts), >=, 2);
         return g_strdup(parts[1]);
+}
+
+void lab_local(const char *const *argv, LabResult *r) {
+        g_autoptr(GError) error = NULL;
+        int status;
+
+        *r = (LabResult) { .status = -1 };
+        if (!g_spawn_sync(NULL, (char **) argv, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL, &r->out, &r->err, &status, &error))
+                g_error("cannot run %s: %s", argv[0], error->message);
+        if (WIFEXITED(status))
+                r->status = WEXITSTATUS(status);
+        g_test_message("[machine] %s -> %d\n%s%s", argv[0], r->status, r->out, r->err);
+}
+
+char *lab_guest_dump(const char *host, const char *name, const char *file) {
+        g_autofree char *dir = g_build_filename(lab_host_dir(host), "dumps", NULL);
+        char *path = g_build_filename(dir, file, NULL);
+        g_auto(LabResult) r = {};
+
+        g_assert_cmpint(g_mkdir_with_parents(dir, 0700), ==, 0);
+        LAB_CTL(host, &r, "dump", "--memory-only", name, path);
+        g_assert_cmpint(r.status, ==, 0);
+        g_assert_nonnull(strstr(r.out, "dumped to"));
+        return path;
+}
+
+unsigned lab_dump_assert_checks(const char *dump) {
+        g_autofree char *checker = g_build_filename(lab_build_dir(), "tests", "guest", "ferry-guest-check", NULL);
+        const char *argv[] = { checker, LAB_GUEST_CHECK_ARGS, dump, NULL };
+        g_auto(LabResult) r = {};
+        const char *gen;
+
+        lab_local(argv, &r);
+        g_assert_cmpint(r.status, ==, 0);
+        g_assert_true(g_str_has_prefix(r.out, "OK pages=8192 "));
+        gen = strstr(r.out, "max-gen=");
+        g_assert_nonnull(gen);
+        return (unsigned) strtoul(gen + strlen("max-gen="), NULL, 10);
 }

@@ -36,3 +36,17 @@ void lab_guest_assert_intact(const char *host, const char *name, unsigned min_al
 
 /* Runs a busctl call that returns one object path, and returns it. */
 char *lab_busctl_path(const char *host, const char *const *argv);
+
+/* ferry-guest-check's options for the geometry and seed of LAB_GUEST_CMDLINE. */
+#define LAB_GUEST_CHECK_ARGS "--fill", "32M", "--dirty", "2M", "--seed", "11"
+
+/* Runs argv (NULL-terminated) on the machine, outside the lab. */
+void lab_local(const char *const *argv, LabResult *r);
+
+/* `ferryctl dump --memory-only` of the (paused) guest on host into FILE in the host's state dir,
+ * which the machine sees at the same path; returns that path. */
+char *lab_guest_dump(const char *host, const char *name, const char *file);
+
+/* ferry-guest-check of a dump against LAB_GUEST_CMDLINE: every page must check. Returns the
+ * max-gen it reports (the generations the guest wrote). */
+unsigned lab_dump_assert_checks(const char *dump);
