@@ -8,6 +8,7 @@
 #include <glib.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "ctl.h"
@@ -31,6 +32,7 @@ int ctl_dump(int argc, char **argv) {
         _cleanup_close_ int fd = -EBADF;
         const char *domain, *file;
         bool memory_only = false;
+        struct stat st;
         int c, r;
 
         optind = 0;
@@ -67,11 +69,22 @@ int ctl_dump(int argc, char **argv) {
         if (r < 0)
                 return r;
 
-        /* Opened here, with the caller's permissions; 0600: it holds whatever the guest does. */
-        fd = open(file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOCTTY, 0600);
+        /* Opened here, with the caller's permissions; 0600: it holds whatever the guest does.
+         * O_NONBLOCK only so that a FIFO without a reader fails rather than hangs here. */
+        fd = open(file, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOCTTY | O_NONBLOCK, 0600);
         if (fd < 0) {
                 r = -errno;
                 fprintf(stderr, "error: cannot open %s: %s\n", file, strerror(-r));
+                return r;
+        }
+        /* ferryd takes regular files only; and only those may be removed after a failure. */
+        if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+                fprintf(stderr, "error: %s is not a regular file: memory dumps go to regular files\n", file);
+                return -EINVAL;
+        }
+        if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) < 0) {
+                r = -errno;
+                fprintf(stderr, "error: cannot use %s: %s\n", file, strerror(-r));
                 return r;
         }
         r = sd_bus_message_new_method_call(bus, &m, FERRY_BUS_NAME, path, FERRY_DOMAIN_INTERFACE, "DumpMemory");

@@ -65,7 +65,15 @@ static void test_dump_refusals(void) {
         g_assert_cmpint(r.status, ==, 0);
         lab_result_clear(&r);
 
-        /* Only a regular file open for writing. */
+        /* Only a regular file open for writing; ferryctl says so itself (and leaves the rest alone). */
+        CTL("a", &r, "dump", "--memory-only", "mem1", "/dev/null");
+        g_assert_cmpint(r.status, ==, 1);
+        g_assert_nonnull(strstr(r.err, "not a regular file"));
+        lab_result_clear(&r);
+        lab_sh("a", NULL, "test -c /dev/null && mkfifo /run/ferry-test/fifo && "
+                          "! timeout 10 ferryctl dump --memory-only mem1 /run/ferry-test/fifo && test -p /run/ferry-test/fifo", &r);
+        g_assert_cmpint(r.status, ==, 0);
+        lab_result_clear(&r);
         g_autofree char *client = g_build_filename(lab_build_dir(), "tests", "lab", "ferry-test-client", NULL);
         g_autofree char *chr = g_strdup_printf("%s dump-memory %s 0 0 </dev/null", client, path);
         lab_sh("a", NULL, chr, &r);
