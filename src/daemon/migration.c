@@ -7,12 +7,12 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "domain-abi.h"
 #include "domain.h"
 #include "ferry-bus.h"
 #include "log.h"
 #include "manager.h"
 #include "hook.h"
+#include "migration-options.h"
 #include "migration-peer.h"
 #include "migration-uri.h"
 #include "migration.h"
@@ -585,77 +585,6 @@ static int on_peer_prepared(sd_bus_message *reply, void *userdata, sd_bus_error 
         return 0;
 }
 
-/* The definition of the domain that the destination gets: the domain's own migratable XML,
- * or the caller's destination_xml (checked against the running guest in
- * migration_start_outgoing(); the definition cannot change since: change protection), under
- * destination_name if given. */
-static DomainFormatFlags destination_format(const Migration *m) {
-        return DOMAIN_FORMAT_MIGRATABLE | (m->options.offline ? DOMAIN_FORMAT_INACTIVE : 0);
-}
-
-static const DomainDef *migrating_def(Domain *d, bool offline) {
-        return offline || !d->live_def ? d->def : d->live_def;
-}
-
-static int destination_xml(Migration *m, Domain *d, char **ret) {
-        _cleanup_(domain_def_freep) DomainDef *def = NULL;
-        int r;
-
-        if (!m->options.destination_xml && !m->options.destination_name) {
-                *ret = domain_get_xml(d, destination_format(m));
-                return *ret ? 0 : -ENOMEM;
-        }
-        if (m->options.destination_xml) {
-                r = domain_def_parse(m->options.destination_xml, strlen(m->options.destination_xml), &def, NULL);
-                if (r < 0)
-                        return r;
-        } else if (!(def = domain_def_copy(migrating_def(d, m->options.offline))))
-                return -ENOMEM;
-        if (m->options.destination_name) {
-                free(def->name);
-                if (!(def->name = strdup(m->options.destination_name)))
-                        return -ENOMEM;
-        }
-        *ret = domain_def_format(def, destination_format(m));
-        return *ret ? 0 : -ENOMEM;
-}
-
-static int check_destination_options(Domain *d, const MigrationOptions *o, const MigrationUri *hv, char **ret_error) {
-        _cleanup_(domain_def_freep) DomainDef *def = NULL;
-        g_autofree char *why = NULL;
-        int r;
-
-        if (o->listen_address && o->offline) {
-                *ret_error = g_strdup("listen_address: an offline migration has no stream to listen for");
-                return -EINVAL;
-        }
-        if (o->listen_address && hv && hv->kind != MIGRATION_URI_TCP) {
-                *ret_error = g_strdup("listen_address needs a tcp: hypervisor URI, not a unix: one");
-                return -EINVAL;
-        }
-        if (!o->destination_xml)
-                return 0;
-        /* The same strict parser as DefineDomain; then: the same guest, as the guest sees it. */
-        r = domain_def_parse(o->destination_xml, strlen(o->destination_xml), &def, &why);
-        if (r == -ENOMEM)
-                return r;
-        if (r < 0) {
-                *ret_error = g_strdup_printf("invalid destination XML: %s", strna(why));
-                return -EINVAL;
-        }
-        if (strcmp(def->name, o->destination_name ?: d->def->name) != 0) {
-                *ret_error = g_strdup_printf("the destination XML names '%s', not '%s' (rename with destination_name)",
-                                             def->name, o->destination_name ?: d->def->name);
-                return -EINVAL;
-        }
-        r = domain_def_check_abi(migrating_def(d, o->offline), def, &why);
-        if (r < 0) {
-                *ret_error = g_strdup_printf("the destination XML describes another guest: %s", strna(why));
-                return -EINVAL;
-        }
-        return 0;
-}
-
 static int on_peer_host_uuid(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error) {
         Migration *m = userdata;
         const sd_bus_error *e = sd_bus_message_get_error(reply);
@@ -685,7 +614,7 @@ static int on_peer_host_uuid(sd_bus_message *reply, void *userdata, sd_bus_error
                 return 0;
         }
         set_phase(m, MIGRATION_PHASE_PREPARE);
-        r = destination_xml(m, d, &xml);
+        r = migration_destination_xml(d, &m->options, &xml);
         if (r < 0) {
                 source_fail(m, FERRY_ERROR_MIGRATION_FAILED, "cannot make the destination's definition");
                 return 0;
@@ -737,7 +666,7 @@ int migration_start_outgoing(Domain *d, const char *destination_uri, MigrationOp
                 *ret_error = g_strdup("TLS needs a tcp: hypervisor URI (QEMU checks the destination's name)");
                 return -EINVAL;
         }
-        r = check_destination_options(d, options, hv, ret_error);
+        r = migration_check_destination_options(d, options, hv, ret_error);
         if (r < 0)
                 return r;
         if (options->offline) {
