@@ -209,7 +209,9 @@ void ctl_domain_help(void) {
                "  dominfo DOMAIN\n"
                "  autostart DOMAIN [--disable]   start the domain when the host boots\n\n"
                "  migrate [--p2p | --direct] [--live] [--offline] [--verbose] [--suspend] [--persistent] [--undefinesource]\n"
-               "          [--tls] [--bandwidth MiB] [--max-downtime MS] [--migrateuri URI] DOMAIN DEST-URI\n"
+               "          [--tls] [--auto-converge] [--change-protection] [--bandwidth MiB] [--max-downtime MS]\n"
+               "          [--timeout S] [--migrateuri URI] [--listen-address A] [--xml FILE] [--dname NAME]\n"
+               "          DOMAIN DEST-URI\n"
                "                                 live-migrate to another host's ferryd (peer to peer)\n");
 }
 

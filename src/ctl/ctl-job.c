@@ -19,6 +19,8 @@ typedef struct Job {
         unsigned long id;
         char *path, *domain, *domain_name, *direction, *phase, *state, *error_message;
         uint64_t elapsed, total, processed, remaining, bps, dirty_rate, iteration, expected_downtime, downtime;
+        int tls, auto_converge;
+        uint32_t throttle;
 } Job;
 
 static void job_done(Job *j) {
@@ -61,6 +63,14 @@ static int read_properties(sd_bus_message *m, Job *j) {
                                 r = sd_bus_message_read(m, "v", "t", (uint64_t *) ((char *) j + numbers[i].offset));
                                 done = true;
                         }
+                if (r >= 0 && !done && (strcmp(name, "TLS") == 0 || strcmp(name, "AutoConverge") == 0)) {
+                        r = sd_bus_message_read(m, "v", "b", name[0] == 'T' ? &j->tls : &j->auto_converge);
+                        done = true;
+                }
+                if (r >= 0 && !done && strcmp(name, "AutoConvergeThrottle") == 0) {
+                        r = sd_bus_message_read(m, "v", "u", &j->throttle);
+                        done = true;
+                }
                 if (r >= 0 && !done)
                         r = sd_bus_message_skip(m, "v");
                 if (r >= 0)
@@ -162,6 +172,9 @@ static void print_job(const Job *j) {
         printf("%-17s %.3f MiB/s\n", "Memory bandwidth:", j->bps / 1048576.0);
         printf("%-17s %" PRIu64 " pages/s\n", "Dirty rate:", j->dirty_rate);
         printf("%-17s %" PRIu64 "\n", "Iteration:", j->iteration);
+        printf("%-17s %s\n", "Encrypted (TLS):", j->tls ? "yes" : "no");
+        if (j->auto_converge)
+                printf("%-17s %" PRIu32 " %%\n", "Auto converge throttle:", j->throttle);
         if (strcmp(j->state, "running") == 0)
                 printf("%-17s %" PRIu64 " ms\n", "Expected downtime:", j->expected_downtime / 1000);
         else

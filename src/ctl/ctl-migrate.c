@@ -3,6 +3,7 @@
 /* ferryctl migrate: virsh migrate's peer-to-peer form, with a progress bar. */
 
 #include <errno.h>
+#include <glib.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -72,9 +73,25 @@ static int on_changed(sd_bus_message *m, void *userdata, sd_bus_error *ret_error
         return 0;
 }
 
-int ctl_migrate(int argc, char **argv) {
+/* The options of ferryctl migrate, as virsh migrate's, and the Domain.Migrate a{sv} they make.
+ * Kept apart from the call so that every flow builds its options the same way. */
+typedef struct MigrateArgs {
+        const char *domain, *destination;
+        const char *migrateuri, *dname, *listen_address;
+        char *xml;                 /* --xml FILE: its contents */
+        uint64_t bandwidth, downtime, timeout;
+        bool verbose, suspend, persistent, undefine_source, offline, direct, tls, auto_converge,
+             change_protection;
+} MigrateArgs;
+
+static void migrate_args_done(MigrateArgs *a) {
+        g_free(a->xml);
+}
+
+static int migrate_args_parse(int argc, char **argv, MigrateArgs *a) {
         enum { O_P2P = 0x100, O_LIVE, O_VERBOSE, O_BANDWIDTH, O_MIGRATEURI, O_SUSPEND, O_DOWNTIME, O_PERSISTENT,
-               O_UNDEFINE_SOURCE, O_OFFLINE, O_DIRECT, O_TLS };
+               O_UNDEFINE_SOURCE, O_OFFLINE, O_DIRECT, O_TLS, O_AUTO_CONVERGE, O_XML, O_DNAME, O_CHANGE_PROTECTION,
+               O_LISTEN_ADDRESS, O_TIMEOUT };
         static const struct option options[] = {
                 { "p2p", no_argument, NULL, O_P2P },
                 { "live", no_argument, NULL, O_LIVE },
@@ -88,20 +105,17 @@ int ctl_migrate(int argc, char **argv) {
                 { "offline", no_argument, NULL, O_OFFLINE },
                 { "direct", no_argument, NULL, O_DIRECT },
                 { "tls", no_argument, NULL, O_TLS },
+                { "auto-converge", no_argument, NULL, O_AUTO_CONVERGE },
+                { "xml", required_argument, NULL, O_XML },
+                { "dname", required_argument, NULL, O_DNAME },
+                { "change-protection", no_argument, NULL, O_CHANGE_PROTECTION },
+                { "listen-address", required_argument, NULL, O_LISTEN_ADDRESS },
+                { "timeout", required_argument, NULL, O_TIMEOUT },
                 {}
         };
-        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
-        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
-        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
-        _cleanup_(sd_bus_slot_unrefp) sd_bus_slot *match = NULL;
-        _cleanup_free_ char *domain_path = NULL, *migration = NULL;
-        const char *migrateuri = NULL, *path;
-        uint64_t bandwidth = 0, downtime = 0;
-        bool verbose = false, suspend = false, persistent = false, undefine_source = false, offline = false,
-             direct = false, tls = false, dirty = true;
-        Progress p = {};
+        g_autoptr(GError) gerror = NULL;
         char *end;
-        int c, r;
+        int c;
 
         optind = 0;
         while ((c = getopt_long(argc, argv, "", options, NULL)) >= 0)
@@ -110,44 +124,72 @@ int ctl_migrate(int argc, char **argv) {
                 case O_LIVE:
                         break; /* the only flow and mode so far */
                 case O_VERBOSE:
-                        verbose = true;
+                        a->verbose = true;
                         break;
                 case O_SUSPEND:
-                        suspend = true;
+                        a->suspend = true;
                         break;
                 case O_PERSISTENT:
-                        persistent = true;
+                        a->persistent = true;
                         break;
                 case O_UNDEFINE_SOURCE:
-                        undefine_source = true;
+                        a->undefine_source = true;
                         break;
                 case O_OFFLINE:
-                        offline = true;
+                        a->offline = true;
                         break;
                 case O_DIRECT:
-                        direct = true;
+                        a->direct = true;
                         break;
                 case O_TLS:
-                        tls = true;
+                        a->tls = true;
+                        break;
+                case O_AUTO_CONVERGE:
+                        a->auto_converge = true;
+                        break;
+                case O_CHANGE_PROTECTION:
+                        a->change_protection = true;
                         break;
                 case O_MIGRATEURI:
-                        migrateuri = optarg;
+                        a->migrateuri = optarg;
+                        break;
+                case O_DNAME:
+                        a->dname = optarg;
+                        break;
+                case O_LISTEN_ADDRESS:
+                        a->listen_address = optarg;
+                        break;
+                case O_XML:
+                        g_free(a->xml);
+                        a->xml = NULL;
+                        if (!g_file_get_contents(optarg, &a->xml, NULL, &gerror)) {
+                                fprintf(stderr, "error: failed to read %s: %s\n", optarg, gerror->message);
+                                return -EIO;
+                        }
                         break;
                 case O_BANDWIDTH:
-                        bandwidth = strtoull(optarg, &end, 10);
-                        if (*end || bandwidth > (UINT64_C(1) << 30)) {
+                        a->bandwidth = strtoull(optarg, &end, 10);
+                        if (*end || a->bandwidth > (UINT64_C(1) << 30)) {
                                 fprintf(stderr, "error: --bandwidth takes MiB/s\n");
                                 return CTL_USAGE_ERROR;
                         }
-                        bandwidth <<= 20;
+                        a->bandwidth <<= 20;
                         break;
                 case O_DOWNTIME:
-                        downtime = strtoull(optarg, &end, 10);
-                        if (*end || downtime > 3600000) {
+                        a->downtime = strtoull(optarg, &end, 10);
+                        if (*end || a->downtime > 3600000) {
                                 fprintf(stderr, "error: --max-downtime takes milliseconds\n");
                                 return CTL_USAGE_ERROR;
                         }
-                        downtime *= 1000;
+                        a->downtime *= 1000;
+                        break;
+                case O_TIMEOUT:
+                        a->timeout = strtoull(optarg, &end, 10);
+                        if (*end || a->timeout == 0 || a->timeout > 86400) {
+                                fprintf(stderr, "error: --timeout takes seconds (1 to 86400)\n");
+                                return CTL_USAGE_ERROR;
+                        }
+                        a->timeout *= UINT64_C(1000000);
                         break;
                 default:
                         return CTL_USAGE_ERROR;
@@ -156,39 +198,79 @@ int ctl_migrate(int argc, char **argv) {
                 fprintf(stderr, "error: usage: ferryctl migrate [OPTIONS] DOMAIN DEST-URI\n");
                 return CTL_USAGE_ERROR;
         }
+        a->domain = argv[optind];
+        a->destination = argv[optind + 1];
+        return 0;
+}
+
+/* Appends the a{sv} of Domain.Migrate for a. */
+static int migrate_args_append(sd_bus_message *m, const MigrateArgs *a) {
+        int r;
+
+        r = sd_bus_message_open_container(m, 'a', "{sv}");
+        if (r >= 0 && a->migrateuri)
+                r = sd_bus_message_append(m, "{sv}", "hypervisor_uri", "s", a->migrateuri);
+        if (r >= 0 && a->bandwidth)
+                r = sd_bus_message_append(m, "{sv}", "max_bandwidth", "t", a->bandwidth);
+        if (r >= 0 && a->downtime)
+                r = sd_bus_message_append(m, "{sv}", "max_downtime_usec", "t", a->downtime);
+        if (r >= 0 && a->suspend)
+                r = sd_bus_message_append(m, "{sv}", "paused", "b", 1);
+        if (r >= 0 && a->persistent)
+                r = sd_bus_message_append(m, "{sv}", "persistent", "b", 1);
+        if (r >= 0 && a->undefine_source)
+                r = sd_bus_message_append(m, "{sv}", "undefine_source", "b", 1);
+        if (r >= 0 && a->offline)
+                r = sd_bus_message_append(m, "{sv}", "offline", "b", 1);
+        if (r >= 0 && a->direct)
+                r = sd_bus_message_append(m, "{sv}", "direct", "b", 1);
+        if (r >= 0 && a->tls)
+                r = sd_bus_message_append(m, "{sv}", "tls", "b", 1);
+        if (r >= 0 && a->auto_converge)
+                r = sd_bus_message_append(m, "{sv}", "auto_converge", "b", 1);
+        if (r >= 0 && a->change_protection)
+                r = sd_bus_message_append(m, "{sv}", "change_protection", "b", 1);
+        if (r >= 0 && a->xml)
+                r = sd_bus_message_append(m, "{sv}", "destination_xml", "s", a->xml);
+        if (r >= 0 && a->dname)
+                r = sd_bus_message_append(m, "{sv}", "destination_name", "s", a->dname);
+        if (r >= 0 && a->listen_address)
+                r = sd_bus_message_append(m, "{sv}", "listen_address", "s", a->listen_address);
+        if (r >= 0 && a->timeout)
+                r = sd_bus_message_append(m, "{sv}", "suspend_timeout_usec", "t", a->timeout);
+        if (r >= 0)
+                r = sd_bus_message_close_container(m);
+        return r;
+}
+
+int ctl_migrate(int argc, char **argv) {
+        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
+        _cleanup_(sd_bus_slot_unrefp) sd_bus_slot *match = NULL;
+        _cleanup_free_ char *domain_path = NULL, *migration = NULL;
+        _cleanup_(migrate_args_done) MigrateArgs a = {};
+        const char *path;
+        bool dirty = true;
+        Progress p = {};
+        int r;
+
+        r = migrate_args_parse(argc, argv, &a);
+        if (r < 0)
+                return r;
 
         r = ctl_connect(&bus);
         if (r < 0)
                 return r;
-        r = ctl_find_domain(bus, argv[optind], &domain_path);
+        r = ctl_find_domain(bus, a.domain, &domain_path);
         if (r < 0)
                 return r;
 
         r = sd_bus_message_new_method_call(bus, &m, FERRY_BUS_NAME, domain_path, FERRY_DOMAIN_INTERFACE, "Migrate");
         if (r >= 0)
-                r = sd_bus_message_append(m, "s", argv[optind + 1]);
+                r = sd_bus_message_append(m, "s", a.destination);
         if (r >= 0)
-                r = sd_bus_message_open_container(m, 'a', "{sv}");
-        if (r >= 0 && migrateuri)
-                r = sd_bus_message_append(m, "{sv}", "hypervisor_uri", "s", migrateuri);
-        if (r >= 0 && bandwidth)
-                r = sd_bus_message_append(m, "{sv}", "max_bandwidth", "t", bandwidth);
-        if (r >= 0 && downtime)
-                r = sd_bus_message_append(m, "{sv}", "max_downtime_usec", "t", downtime);
-        if (r >= 0 && suspend)
-                r = sd_bus_message_append(m, "{sv}", "paused", "b", 1);
-        if (r >= 0 && persistent)
-                r = sd_bus_message_append(m, "{sv}", "persistent", "b", 1);
-        if (r >= 0 && undefine_source)
-                r = sd_bus_message_append(m, "{sv}", "undefine_source", "b", 1);
-        if (r >= 0 && offline)
-                r = sd_bus_message_append(m, "{sv}", "offline", "b", 1);
-        if (r >= 0 && direct)
-                r = sd_bus_message_append(m, "{sv}", "direct", "b", 1);
-        if (r >= 0 && tls)
-                r = sd_bus_message_append(m, "{sv}", "tls", "b", 1);
-        if (r >= 0)
-                r = sd_bus_message_close_container(m);
+                r = migrate_args_append(m, &a);
         if (r >= 0)
                 r = sd_bus_message_append(m, "t", (uint64_t) 0);
         if (r < 0)
@@ -214,7 +296,7 @@ int ctl_migrate(int argc, char **argv) {
                                 break;
                         if (strcmp(p.state, "running") != 0)
                                 break;
-                        if (verbose)
+                        if (a.verbose)
                                 draw(&p, false);
                 }
                 r = sd_bus_process(bus, NULL);
@@ -227,7 +309,7 @@ int ctl_migrate(int argc, char **argv) {
                         return ctl_report_error("lost ferryd", NULL, r);
         }
         if (r >= 0) {
-                if (verbose)
+                if (a.verbose)
                         draw(&p, true);
                 if (strcmp(p.state, "completed") != 0) {
                         fprintf(stderr, "error: migration %s in phase %s\nerror: %s (%s)\n", p.state, p.phase,

@@ -93,6 +93,14 @@ static int async_started(Domain *d, sd_bus_message *msg, int r, const char *what
         return 1;
 }
 
+int domain_dbus_check_change_protection(Domain *d, sd_bus_error *error) {
+        if (!domain_is_migrating(d))
+                return 0;
+        return sd_bus_error_setf(error, FERRY_ERROR_MIGRATION_IN_PROGRESS,
+                                 "Domain %s is being migrated: its definition cannot change until the migration ends.",
+                                 d->def->name);
+}
+
 typedef int (*DomainAsyncOp)(Domain *d, DomainDone done, void *userdata);
 
 static int run_async(Domain *d, sd_bus_message *msg, DomainAsyncOp op, const char *what, sd_bus_error *error) {
@@ -160,6 +168,9 @@ static int method_undefine(sd_bus_message *msg, void *userdata, sd_bus_error *er
         r = authorize(d, msg, FERRY_ACTION_MANAGE_DOMAINS, error);
         if (r <= 0)
                 return r < 0 ? r : 1;
+        r = domain_dbus_check_change_protection(d, error);
+        if (r < 0)
+                return r;
         if (d->op != DOMAIN_OP_NONE)
                 return errno_to_bus(error, -EBUSY, "undefine", d);
 
@@ -263,6 +274,9 @@ static int method_set_autostart(sd_bus_message *msg, void *userdata, sd_bus_erro
         if (r <= 0)
                 return r < 0 ? r : 1;
 
+        r = domain_dbus_check_change_protection(d, error);
+        if (r < 0)
+                return r;
         r = domain_set_autostart(d, autostart);
         if (r < 0)
                 return errno_to_bus(error, r, "change autostart of", d);

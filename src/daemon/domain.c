@@ -804,6 +804,11 @@ int domain_start_incoming(Domain *d, const char *incoming_uri, const char *tls_d
         return r;
 }
 
+bool domain_is_migrating(const Domain *d) {
+        /* incoming_uri: an incoming domain before its QEMU listens, when it has no migration yet. */
+        return d->migration || d->incoming_uri;
+}
+
 int domain_begin_migration(Domain *d, Migration *m) {
         if (d->op != DOMAIN_OP_NONE || d->reattaching)
                 return -EBUSY;

@@ -155,6 +155,10 @@ int domain_run_after_migration(Domain *d, bool paused, const char *reason, Domai
 /* Throws away a domain that never ran here (a failed incoming migration). */
 void domain_discard_incoming(Domain *d);
 
+/* Change protection (libvirt's VIR_MIGRATE_CHANGE_PROTECTION, always on): while a migration
+ * moves the domain, in either direction, its definition must stay what was sent. */
+bool domain_is_migrating(const Domain *d);
+
 /* True while an operation is running (keeps ferryd from exiting on idle). */
 bool domain_is_busy(const Domain *d);
 

@@ -9,6 +9,7 @@
 
 #include "build-config.h"
 #include "bus-util.h"
+#include "domain-dbus.h"
 #include "migration-dbus.h"
 #include "migration.h"
 #include "ferry-bus.h"
@@ -217,6 +218,9 @@ static int method_define_domain(sd_bus_message *msg, void *userdata, sd_bus_erro
                 return r < 0 ? r : 1;
 
         if (d) {
+                r = domain_dbus_check_change_protection(d, error);
+                if (r < 0)
+                        return r;
                 /* A new definition for an existing domain: it applies at its next start. */
                 r = domain_redefine(d, def);
                 if (r < 0)
@@ -332,6 +336,11 @@ static int method_prepare_migration(sd_bus_message *msg, void *userdata, sd_bus_
         r = migration_options_read(msg, &options, error);
         if (r < 0)
                 return r;
+        if (options.auto_converge || options.destination_xml || options.destination_name ||
+            options.suspend_timeout_usec > 0)
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                         "auto_converge, destination_xml, destination_name and suspend_timeout_usec "
+                                         "are options of Domain.Migrate, not of PrepareMigration.");
         r = polkit_verify(m->polkit, msg, FERRY_ACTION_MIGRATE_INCOMING, NULL, error);
         if (r <= 0)
                 return r < 0 ? r : 1;

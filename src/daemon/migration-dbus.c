@@ -12,6 +12,7 @@
 #include "log.h"
 #include "manager.h"
 #include "migration-dbus.h"
+#include "domain-def.h"
 #include "migration-uri.h"
 
 #define EMIT_INTERVAL_USEC (1000000ULL / 10)
@@ -114,6 +115,47 @@ int migration_options_read(sd_bus_message *msg, MigrationOptions *o, sd_bus_erro
                         int b;
                         READ_VARIANT("b", &b);
                         o->tls = b;
+                } else if (strcmp(key, "auto_converge") == 0) {
+                        int b;
+                        READ_VARIANT("b", &b);
+                        o->auto_converge = b;
+                } else if (strcmp(key, "change_protection") == 0) {
+                        int b;
+                        READ_VARIANT("b", &b);
+                        o->change_protection = b;
+                } else if (strcmp(key, "suspend_timeout_usec") == 0)
+                        READ_VARIANT("t", &o->suspend_timeout_usec);
+                else if (strcmp(key, "destination_xml") == 0) {
+                        const char *s;
+                        READ_VARIANT("s", &s);
+                        /* Parsed against the domain by migration_start_outgoing(). */
+                        if (strlen(s) > DOMAIN_XML_SIZE_MAX)
+                                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                                         "Destination XML is larger than %u bytes.", DOMAIN_XML_SIZE_MAX);
+                        free(o->destination_xml);
+                        o->destination_xml = strdup(s);
+                        if (!o->destination_xml)
+                                return -ENOMEM;
+                } else if (strcmp(key, "destination_name") == 0) {
+                        const char *s;
+                        READ_VARIANT("s", &s);
+                        if (!domain_name_is_valid(s))
+                                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                                         "Invalid destination name: not a valid domain name.");
+                        free(o->destination_name);
+                        o->destination_name = strdup(s);
+                        if (!o->destination_name)
+                                return -ENOMEM;
+                } else if (strcmp(key, "listen_address") == 0) {
+                        const char *s;
+                        READ_VARIANT("s", &s);
+                        if (!migration_ip_address_is_valid(s))
+                                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                                         "Invalid listen address: an IPv4 or IPv6 address is needed.");
+                        free(o->listen_address);
+                        o->listen_address = strdup(s);
+                        if (!o->listen_address)
+                                return -ENOMEM;
                 } else
                         return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Unknown option '%s'.", key);
 #undef READ_VARIANT
@@ -226,6 +268,13 @@ static int method_finish(sd_bus_message *msg, void *userdata, sd_bus_error *erro
                 return sd_bus_message_append(reply, "t", (uint64_t) (expr));                            \
         }
 
+#define BOOL_PROPERTY(fn, expr)                                                                         \
+        static int fn(sd_bus *bus, const char *path, const char *interface, const char *property,      \
+                      sd_bus_message *reply, void *userdata, sd_bus_error *error) {                     \
+                Migration *mig = userdata; (void) mig;                                                  \
+                return sd_bus_message_append(reply, "b", (int) (expr));                                 \
+        }
+
 static int property_get_domain(sd_bus *bus, const char *path, const char *interface, const char *property,
                                sd_bus_message *reply, void *userdata, sd_bus_error *error) {
         Migration *mig = userdata;
@@ -254,11 +303,19 @@ U64_PROPERTY(property_get_expected_downtime, mig->stats.expected_downtime_usec)
 U64_PROPERTY(property_get_downtime, mig->stats.downtime_usec)
 U64_PROPERTY(property_get_max_bandwidth, mig->options.max_bandwidth)
 U64_PROPERTY(property_get_max_downtime, mig->options.max_downtime_usec)
+BOOL_PROPERTY(property_get_tls, mig->options.tls)
+BOOL_PROPERTY(property_get_auto_converge, mig->options.auto_converge)
+
+static int property_get_throttle(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                 sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        Migration *mig = userdata;
+        return sd_bus_message_append(reply, "u", (uint32_t) mig->stats.cpu_throttle_percent);
+}
 
 static const char *const changing_properties[] = {
         "Phase", "State", "HypervisorURI", "ErrorName", "ErrorMessage", "ElapsedUSec", "SetupUSec",
         "DataTotal", "DataProcessed", "DataRemaining", "BytesPerSecond", "DirtyPagesRate", "Iteration",
-        "ExpectedDowntimeUSec", "DowntimeUSec", "MaxBandwidth", "MaxDowntimeUSec", NULL,
+        "ExpectedDowntimeUSec", "DowntimeUSec", "MaxBandwidth", "MaxDowntimeUSec", "AutoConvergeThrottle", NULL,
 };
 
 static void emit_now(Migration *mig) {
@@ -325,6 +382,8 @@ static const sd_bus_vtable migration_vtable[] = {
         SD_BUS_PROPERTY("Direction", "s", property_get_direction, 0, SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("Flow", "s", property_get_flow, 0, SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("Transport", "s", property_get_transport, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("TLS", "b", property_get_tls, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("AutoConverge", "b", property_get_auto_converge, 0, SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("DestinationURI", "s", property_get_destination_uri, 0, SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("HypervisorURI", "s", property_get_hypervisor_uri, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("Phase", "s", property_get_phase, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
@@ -343,6 +402,7 @@ static const sd_bus_vtable migration_vtable[] = {
         SD_BUS_PROPERTY("DowntimeUSec", "t", property_get_downtime, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("MaxBandwidth", "t", property_get_max_bandwidth, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("MaxDowntimeUSec", "t", property_get_max_downtime, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("AutoConvergeThrottle", "u", property_get_throttle, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_METHOD("Cancel", NULL, NULL, method_cancel, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("SetMaxBandwidth", SD_BUS_ARGS("t", bytes_per_second), SD_BUS_NO_RESULT,
                                 method_set_max_bandwidth, SD_BUS_VTABLE_UNPRIVILEGED),

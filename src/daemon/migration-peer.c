@@ -81,6 +81,11 @@ int peer_prepare(sd_bus *peer, const char *xml, const MigrationOptions *o, sd_bu
                 if (r < 0)
                         return r;
         }
+        if (o->listen_address) {
+                r = sd_bus_message_append(m, "{sv}", "listen_address", "s", o->listen_address);
+                if (r < 0)
+                        return r;
+        }
         r = sd_bus_message_close_container(m);
         if (r < 0)
                 return r;

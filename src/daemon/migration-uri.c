@@ -130,6 +130,18 @@ static bool host_is_unspecified(const char *host) {
         return false;
 }
 
+bool migration_ip_address_is_valid(const char *s) {
+        struct in_addr a4;
+
+        if (!s)
+                return false;
+        return inet_pton(AF_INET, s, &a4) == 1 || (strchr(s, ':') && ipv6_is_valid(s));
+}
+
+bool migration_ip_address_is_unspecified(const char *s) {
+        return s && host_is_unspecified(s);
+}
+
 bool migration_host_is_valid(const char *host) {
         struct in_addr a4;
         size_t n, label = 0;

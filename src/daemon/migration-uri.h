@@ -108,3 +108,8 @@ int migration_port_range_parse(const char *s, uint16_t *ret_min, uint16_t *ret_m
 /* A host name (RFC 1123 labels, not all-numeric at the end) or an IPv4/IPv6 literal (IPv6
  * without brackets, no zone). No leading '-', so it can never be taken for an option. */
 bool migration_host_is_valid(const char *host);
+
+/* An IPv4 or IPv6 literal (no brackets, no zone): what listen_address takes. */
+bool migration_ip_address_is_valid(const char *s);
+/* 0.0.0.0 or :: (any address). */
+bool migration_ip_address_is_unspecified(const char *s);

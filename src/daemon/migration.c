@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <glib.h>
+#include <inttypes.h>
 #include <json-glib/json-glib.h>
 #include <string.h>
 #include <unistd.h>
@@ -11,6 +12,7 @@
 #include "log.h"
 #include "manager.h"
 #include "hook.h"
+#include "migration-options.h"
 #include "migration-peer.h"
 #include "migration-uri.h"
 #include "migration.h"
@@ -51,6 +53,9 @@ const char *migration_direction_to_string(MigrationDirection d) {
 
 void migration_options_done(MigrationOptions *o) {
         o->hypervisor_uri = mfree(o->hypervisor_uri);
+        o->destination_xml = mfree(o->destination_xml);
+        o->destination_name = mfree(o->destination_name);
+        o->listen_address = mfree(o->listen_address);
 }
 
 /* ---- QEMU's own TLS ---- */
@@ -103,6 +108,7 @@ Migration *migration_free(Migration *m) {
         free(m->peer_owner);
         sd_bus_message_unref(m->pending_finish);
         sd_event_source_disable_unref(m->stats_timer);
+        sd_event_source_disable_unref(m->suspend_timer);
         sd_event_source_disable_unref(m->expire_timer);
         sd_event_source_disable_unref(m->emit_timer);
         migration_options_done(&m->options);
@@ -179,6 +185,7 @@ static void migration_end(Migration *m, MigrationState state, const char *error_
         } else
                 log_info("Migration %u of %s: %s.", m->id, m->domain_name, migration_state_to_string(state));
         m->stats_timer = sd_event_source_disable_unref(m->stats_timer);
+        m->suspend_timer = sd_event_source_disable_unref(m->suspend_timer);
         m->peer_call = sd_bus_slot_unref(m->peer_call);
         m->peer_watch = sd_bus_slot_unref(m->peer_watch);
         /* A Finish(false) on its way keeps the connection until answered: closed earlier, the
@@ -218,6 +225,9 @@ static void on_query_migrate(QemuMonitor *mon, int error, const char *error_clas
         /* After a failure QEMU reports nothing but the status: keep the last figures. */
         if (!ram)
                 return;
+        /* QEMU reports the throttle only while it applies (not once completed): keep the last. */
+        unsigned throttle = json_object_has_member(o, "cpu-throttle-percentage") ?
+                (unsigned) member_u64(o, "cpu-throttle-percentage") : m->stats.cpu_throttle_percent;
         m->stats = (MigrationStats) {
                 .elapsed_usec = member_u64(o, "total-time") * 1000,
                 .setup_usec = member_u64(o, "setup-time") * 1000,
@@ -230,6 +240,7 @@ static void on_query_migrate(QemuMonitor *mon, int error, const char *error_clas
                                                  json_object_get_double_member(ram, "mbps") : 0) * 1000000.0 / 8.0),
                 .dirty_pages_rate = member_u64(ram, "dirty-pages-rate"),
                 .iteration = member_u64(ram, "dirty-sync-count"),
+                .cpu_throttle_percent = throttle,
         };
         changed(m);
 }
@@ -410,6 +421,23 @@ static JsonObject *capability(const char *name, bool on) {
         return c;
 }
 
+/* virsh migrate --timeout, done here so that it also holds when the client has gone: a live
+ * copy that has not converged in time stops the guest, so that the rest is sent once. The
+ * guest runs again on the destination (or here, if the migration fails). */
+static int on_suspend_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        Migration *m = userdata;
+        Domain *d = migration_domain(m);
+
+        m->suspend_timer = sd_event_source_disable_unref(m->suspend_timer);
+        if (m->state != MIGRATION_RUNNING || m->phase != MIGRATION_PHASE_PERFORM || !d ||
+            d->state != DOMAIN_RUNNING || !domain_monitor(d))
+                return 0;
+        log_info("Migration %u: not finished after %" PRIu64 " ms, suspending %s.", m->id,
+                 m->options.suspend_timeout_usec / 1000, m->domain_name);
+        (void) qemu_monitor_command(domain_monitor(d), "stop", NULL, 0, NULL, NULL);
+        return 0;
+}
+
 static void source_migrate(Migration *m) {
         Domain *d = migration_domain(m);
         QemuMonitor *mon = d ? domain_monitor(d) : NULL;
@@ -425,6 +453,8 @@ static void source_migrate(Migration *m) {
         json_array_add_object_element(caps, capability("events", true));
         /* Unmanaged direct: nobody on the other side to Finish with; QEMU switches over itself. */
         json_array_add_object_element(caps, capability("pause-before-switchover", !m->options.direct));
+        /* Always set: a QEMU keeps capabilities from an earlier migration. */
+        json_array_add_object_element(caps, capability("auto-converge", m->options.auto_converge));
         caps_arg = json_object_new();
         json_object_set_array_member(caps_arg, "capabilities", caps);
         (void) qemu_monitor_command(mon, "migrate-set-capabilities", caps_arg, 0, NULL, NULL);
@@ -449,6 +479,10 @@ static void source_migrate(Migration *m) {
         }
         (void) sd_event_add_time_relative(manager_event(m->manager), &m->stats_timer, CLOCK_MONOTONIC,
                                           STATS_INTERVAL_USEC, 0, on_stats_timer, m);
+        if (m->options.suspend_timeout_usec > 0 &&
+            sd_event_add_time_relative(manager_event(m->manager), &m->suspend_timer, CLOCK_MONOTONIC,
+                                       m->options.suspend_timeout_usec, 0, on_suspend_timer, m) < 0)
+                log_warning("Migration %u: cannot arm the suspend timeout, the guest will not be suspended.", m->id);
 }
 
 static void on_tls_creds_added(QemuMonitor *mon, int error, const char *error_class, const char *error_desc,
@@ -580,7 +614,11 @@ static int on_peer_host_uuid(sd_bus_message *reply, void *userdata, sd_bus_error
                 return 0;
         }
         set_phase(m, MIGRATION_PHASE_PREPARE);
-        xml = domain_get_xml(d, DOMAIN_FORMAT_MIGRATABLE | (m->options.offline ? DOMAIN_FORMAT_INACTIVE : 0));
+        r = migration_destination_xml(d, &m->options, &xml);
+        if (r < 0) {
+                source_fail(m, FERRY_ERROR_MIGRATION_FAILED, "cannot make the destination's definition");
+                return 0;
+        }
         r = xml ? peer_prepare(m->peer, xml, &m->options, on_peer_prepared, m, &m->peer_call) : -ENOMEM;
         if (r < 0)
                 source_fail(m, FERRY_ERROR_MIGRATION_FAILED, "cannot call Prepare on the destination");
@@ -597,7 +635,8 @@ int migration_start_outgoing(Domain *d, const char *destination_uri, MigrationOp
 
         if (options->direct) {
                 /* The destination URI is the hypervisor URI itself. */
-                if (options->offline || options->hypervisor_uri || options->persistent) {
+                if (options->offline || options->hypervisor_uri || options->persistent || options->destination_xml ||
+                    options->destination_name || options->listen_address) {
                         *ret_error = g_strdup("an unmanaged direct migration takes only a hypervisor URI");
                         return -EINVAL;
                 }
@@ -627,6 +666,9 @@ int migration_start_outgoing(Domain *d, const char *destination_uri, MigrationOp
                 *ret_error = g_strdup("TLS needs a tcp: hypervisor URI (QEMU checks the destination's name)");
                 return -EINVAL;
         }
+        r = migration_check_destination_options(d, options, hv, ret_error);
+        if (r < 0)
+                return r;
         if (options->offline) {
                 /* Only the definition moves; the guest, running or not, stays where it is. */
                 if (!d->persistent) {
@@ -768,7 +810,7 @@ static int prepare_parsed(Manager *manager, const char *xml, MigrationOptions *o
                           MigrationPrepared done, void *userdata, char **ret_error) {
         _cleanup_(domain_def_freep) DomainDef *def = NULL;
         _cleanup_(migration_uri_freep) MigrationUri *listen = NULL;
-        g_autofree char *listen_uri = NULL, *tls_dir = NULL;
+        g_autofree char *listen_uri = NULL, *offer_uri = NULL, *tls_dir = NULL;
         PrepareRequest *req;
         Domain *d, *by_name, *by_uuid;
         Migration *m;
@@ -811,8 +853,29 @@ static int prepare_parsed(Manager *manager, const char *xml, MigrationOptions *o
                         return -EADDRINUSE;
                 }
         }
-        listen_uri = migration_uri_to_qemu(listen);
-        if (!listen_uri)
+        if (listen->kind == MIGRATION_URI_TCP) {
+                /* listen_address: QEMU binds that address. The source connects to the hypervisor
+                 * URI's host if one was given, else to that address, else to our name (QEMU
+                 * itself then listens on every address). */
+                const char *bind_host = listen->host, *offer_host = listen->host;
+                if (options->listen_address) {
+                        bind_host = migration_ip_address_is_unspecified(options->listen_address) ? NULL :
+                                    options->listen_address;
+                        offer_host = offer_host ?: bind_host;
+                }
+                MigrationUri bind = { .kind = MIGRATION_URI_TCP, .host = (char *) bind_host, .port = listen->port };
+                MigrationUri offer = { .kind = MIGRATION_URI_TCP, .host = (char *) (offer_host ?: manager->hostname),
+                                       .port = listen->port };
+                listen_uri = migration_uri_to_qemu(&bind);
+                offer_uri = migration_uri_to_qemu(&offer);
+        } else if (options->listen_address) {
+                *ret_error = g_strdup("listen_address needs a tcp: hypervisor URI, not a unix: one");
+                return -EINVAL;
+        } else {
+                listen_uri = migration_uri_to_qemu(listen);
+                offer_uri = g_strdup(listen_uri);
+        }
+        if (!listen_uri || !offer_uri)
                 return -EINVAL;
 
         d = by_name;
@@ -833,12 +896,7 @@ static int prepare_parsed(Manager *manager, const char *xml, MigrationOptions *o
         m->options = *options;
         *options = (MigrationOptions) {};
         m->incoming_port = listen->kind == MIGRATION_URI_TCP ? listen->port : 0;
-        /* The source connects to our name, not to "any". */
-        if (listen->kind == MIGRATION_URI_TCP && !listen->host) {
-                MigrationUri offer = { .kind = MIGRATION_URI_TCP, .host = manager->hostname, .port = listen->port };
-                m->hypervisor_uri = migration_uri_to_qemu(&offer);
-        } else
-                m->hypervisor_uri = strdup(listen_uri);
+        m->hypervisor_uri = TAKE_PTR(offer_uri);
         if (created)
                 manager_domain_added(manager, d);
         manager_migration_added(manager, m);

@@ -47,6 +47,7 @@ typedef struct MigrationStats {
         uint64_t iteration;
         uint64_t expected_downtime_usec;
         uint64_t downtime_usec;
+        unsigned cpu_throttle_percent;  /* auto-converge: the last throttle QEMU applied */
 } MigrationStats;
 
 typedef struct MigrationOptions {
@@ -60,6 +61,16 @@ typedef struct MigrationOptions {
         bool direct;               /* unmanaged direct: the destination is a hypervisor URI, a QEMU
                                     * listening there, with no ferryd (seed: "Unmanaged direct") */
         bool tls;                  /* QEMU's own TLS (tls-creds-x509) for the stream (seed: VIR_MIGRATE_TLS) */
+        bool auto_converge;        /* source: QEMU throttles the guest's vCPUs until the copy
+                                    * converges (VIR_MIGRATE_AUTO_CONVERGE) */
+        bool change_protection;    /* accepted for libvirt's sake; always on (see docs/migration.md) */
+        char *destination_xml;     /* source: what the destination defines instead of our migratable
+                                    * XML; the same guest ABI (VIR_MIGRATE_PARAM_DEST_XML) */
+        char *destination_name;    /* source: the guest's name there (VIR_MIGRATE_PARAM_DEST_NAME) */
+        char *listen_address;      /* destination: the IP address its QEMU listens on
+                                    * (VIR_MIGRATE_PARAM_LISTEN_ADDRESS) */
+        uint64_t suspend_timeout_usec; /* source: pause the guest if Perform lasts longer (virsh
+                                    * migrate --timeout); 0 = never */
 } MigrationOptions;
 
 typedef struct Migration {
@@ -93,6 +104,7 @@ typedef struct Migration {
         sd_bus_message *pending_finish; /* Finish came before that */
 
         sd_event_source *stats_timer;
+        sd_event_source *suspend_timer;  /* suspend_timeout_usec */
         sd_event_source *expire_timer;
         sd_event_source *emit_timer;   /* coalesces PropertiesChanged */
         uint64_t last_emit_usec;

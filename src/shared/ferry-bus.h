@@ -16,6 +16,7 @@
 #define FERRY_ERROR_PREFIX "org.ferry.Ferry1.Error."
 #define FERRY_ERROR_MIGRATION_FAILED "org.ferry.Ferry1.Error.MigrationFailed"
 #define FERRY_ERROR_MIGRATION_CANCELLED "org.ferry.Ferry1.Error.MigrationCancelled"
+#define FERRY_ERROR_MIGRATION_IN_PROGRESS "org.ferry.Ferry1.Error.MigrationInProgress"
 
 /* polkit actions (polkit/org.ferry.Ferry1.policy) */
 #define FERRY_ACTION_READ "org.ferry.Ferry1.read"
