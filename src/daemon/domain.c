@@ -207,8 +207,11 @@ static void on_monitor_event(QemuMonitor *mon, const char *name, JsonObject *dat
                         set_state(d, DOMAIN_PAUSED, d->op == DOMAIN_OP_SUSPEND ? REASON_USER :
                                                     d->op == DOMAIN_OP_MIGRATE ? REASON_MIGRATION : REASON_UNKNOWN);
         } else if (strcmp(name, "RESUME") == 0) {
+                /* During a migration: QEMU resumed the source itself after the migration was
+                 * cancelled or failed. */
                 set_state(d, DOMAIN_RUNNING, d->op == DOMAIN_OP_RESUME ? (d->pending_reason ?: REASON_UNPAUSED) :
-                                             d->op == DOMAIN_OP_START ? REASON_BOOTED : REASON_UNKNOWN);
+                                             d->op == DOMAIN_OP_START ? REASON_BOOTED :
+                                             d->op == DOMAIN_OP_MIGRATE ? REASON_MIGRATION_CANCELLED : REASON_UNKNOWN);
         } else if (strcmp(name, "SHUTDOWN") == 0) {
                 bool guest = data && json_object_has_member(data, "guest") &&
                              json_object_get_boolean_member(data, "guest");
@@ -834,16 +837,20 @@ int domain_begin_migration(Domain *d, Migration *m) {
         return 0;
 }
 
-void domain_end_migration(Domain *d) {
-        bool had = d->migration;
-
+void domain_detach_migration(Domain *d) {
         d->migration = NULL;
-        if (had)
-                domain_save_live_state(d);
         if (d->op == DOMAIN_OP_MIGRATE) {
                 d->op = DOMAIN_OP_NONE;
                 manager_check_idle(d->manager);
         }
+}
+
+void domain_end_migration(Domain *d) {
+        bool had = d->migration;
+
+        domain_detach_migration(d);
+        if (had)
+                domain_save_live_state(d);
 }
 
 void domain_set_paused_reason(Domain *d, const char *reason) {

@@ -163,6 +163,8 @@ int domain_start_incoming(Domain *d, const char *incoming_uri, const char *tls_d
 /* Takes (or gives back) the domain's operation slot for a migration. */
 int domain_begin_migration(Domain *d, Migration *m);
 void domain_end_migration(Domain *d);
+/* The same without touching the live state (ferryd exiting). */
+void domain_detach_migration(Domain *d);
 /* Saves the live state again (the migration's progress is part of it). */
 void domain_save_live_state(Domain *d);
 /* A paused guest gets this reason (REASON_*); a running one is left as it is. */

@@ -98,8 +98,10 @@ Migration *migration_free(Migration *m) {
         if (!m)
                 return NULL;
         Domain *d = migration_domain(m);
+        /* Only while ferryd exits (an ended migration has let go of its domain): the live state
+         * keeps its record, so that the next ferryd can undo the migration. */
         if (d && d->migration == m)
-                domain_end_migration(d);
+                domain_detach_migration(d);
         sd_bus_slot_unref(m->peer_call);
         sd_bus_slot_unref(m->abort_call);
         sd_bus_slot_unref(m->peer_watch);
@@ -743,6 +745,7 @@ static void on_recover_query(QemuMonitor *mon, int error, const char *error_clas
 
         if (m->state != MIGRATION_RUNNING)
                 return;
+        on_query_migrate(mon, error, error_class, error_desc, ret, m); /* how far it got */
         if (error >= 0 && ret && JSON_NODE_HOLDS_OBJECT(ret))
                 status = json_object_get_string_member_with_default(json_node_get_object(ret), "status", "none");
         log_info("Migration %u of %s: QEMU's migration is %s after the restart.", m->id, m->domain_name, status);
