@@ -95,7 +95,7 @@ int domain_store_save_live(Domain *d) {
                 }
                 g_key_file_set_boolean(kf, "OutgoingMigration", "Direct", m->options.direct);
                 g_key_file_set_boolean(kf, "OutgoingMigration", "FinishSent", m->finish_sent);
-                g_key_file_set_boolean(kf, "OutgoingMigration", "SourceWasRunning", !m->options.paused);
+                g_key_file_set_boolean(kf, "OutgoingMigration", "SourceWasRunning", m->source_was_running);
         }
         state = g_key_file_to_data(kf, &length, NULL);
         if (g_mkdir_with_parents(d->run_dir, 0700) < 0)

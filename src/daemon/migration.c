@@ -260,7 +260,7 @@ static void resume_source(Migration *m) {
                 return; /* the guest was never touched */
         /* Our end of the guest never stopped being the real one: let it run again. */
         if (d) {
-                bool was_running = !m->options.paused;
+                bool was_running = m->source_was_running;
                 domain_end_migration(d);
                 if (d->state == DOMAIN_PAUSED && d->reason && strcmp(d->reason, REASON_MIGRATION) == 0 && was_running)
                         (void) domain_run_after_migration(d, false, REASON_MIGRATION_CANCELLED, NULL, NULL);
@@ -694,6 +694,7 @@ int migration_start_outgoing(Domain *d, const char *destination_uri, MigrationOp
         m->destination_uri = strdup(destination_uri);
         m->options = *options;
         *options = (MigrationOptions) {};
+        m->source_was_running = d->state == DOMAIN_RUNNING;
         m->options.paused = m->options.paused || d->state == DOMAIN_PAUSED;
         if (!m->options.offline) {
                 r = domain_begin_migration(d, m);
@@ -786,7 +787,7 @@ void migration_recover_outgoing(Domain *d, OutgoingMigrationRecord *rec) {
         m->peer_migration = TAKE_PTR(rec->peer_migration);
         m->peer_owner = TAKE_PTR(rec->peer_owner);
         m->options.direct = rec->direct;
-        m->options.paused = !rec->source_was_running;
+        m->source_was_running = rec->source_was_running;
         m->finish_sent = rec->finish_sent;
         m->recovered = true;
         m->phase = m->finish_sent ? MIGRATION_PHASE_FINISH : MIGRATION_PHASE_PERFORM;

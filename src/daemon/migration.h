@@ -89,6 +89,8 @@ typedef struct Migration {
         sd_bus_slot *abort_call;   /* Finish(false) after a failure: the peer stays open for it */
         bool finish_sent;          /* after this, losing the peer leaves the guest paused */
         bool recovered;            /* taken over by a restarted ferryd, only to be undone */
+        bool source_was_running;   /* resume it when the migration fails (options.paused is the
+                                    * destination's, and also set when the source was paused) */
         /* incoming */
         uint16_t incoming_port;    /* taken from the port range while we listen */
         bool qemu_completed;       /* QEMU has the whole stream */
