@@ -10,6 +10,7 @@
 #include "fileio.h"
 #include "log.h"
 #include "manager.h"
+#include "migration.h"
 
 static char *config_path(Manager *m, const char *name) {
         g_autofree char *file = g_strconcat(name, ".xml", NULL);
@@ -72,19 +73,36 @@ int domain_store_save_live(Domain *d) {
         g_autofree char *xml_path = g_build_filename(d->run_dir, "live.xml", NULL);
         g_autofree char *state_path = g_build_filename(d->run_dir, "state", NULL);
         g_autofree char *xml = domain_def_format(d->live_def ?: d->def, 0);
+        g_autoptr(GKeyFile) kf = g_key_file_new();
         g_autofree char *state = NULL;
+        Migration *m = d->migration;
+        gsize length;
         int r;
 
         if (!xml)
                 return -ENOMEM;
-        state = g_strdup_printf("[Domain]\nState=%s\nReason=%s\nUnit=%s\nIncoming=%s\n",
-                                domain_state_to_string(d->state), d->reason, d->unit,
-                                d->incoming_uri ? "yes" : "no");
+        g_key_file_set_string(kf, "Domain", "State", domain_state_to_string(d->state));
+        g_key_file_set_string(kf, "Domain", "Reason", d->reason);
+        g_key_file_set_string(kf, "Domain", "Unit", d->unit);
+        g_key_file_set_boolean(kf, "Domain", "Incoming", d->incoming_uri != NULL);
+        /* An outgoing migration in progress: a ferryd that restarts must undo it (or know that
+         * it cannot), because QEMU goes on migrating without us. */
+        if (m && m->direction == MIGRATION_OUTGOING) {
+                g_key_file_set_string(kf, "OutgoingMigration", "DestinationURI", strempty(m->destination_uri));
+                if (m->peer_migration && m->peer_owner) {
+                        g_key_file_set_string(kf, "OutgoingMigration", "PeerMigration", m->peer_migration);
+                        g_key_file_set_string(kf, "OutgoingMigration", "PeerOwner", m->peer_owner);
+                }
+                g_key_file_set_boolean(kf, "OutgoingMigration", "Direct", m->options.direct);
+                g_key_file_set_boolean(kf, "OutgoingMigration", "FinishSent", m->finish_sent);
+                g_key_file_set_boolean(kf, "OutgoingMigration", "SourceWasRunning", m->source_was_running);
+        }
+        state = g_key_file_to_data(kf, &length, NULL);
         if (g_mkdir_with_parents(d->run_dir, 0700) < 0)
                 return log_error_errno(errno, "Failed to create %s: %m", d->run_dir);
         r = write_file_atomic(xml_path, xml, strlen(xml), 0600);
         if (r >= 0)
-                r = write_file_atomic(state_path, state, strlen(state), 0600);
+                r = write_file_atomic(state_path, state, length, 0600);
         if (r < 0)
                 return log_error_errno(r, "Failed to save live state in %s: %m", d->run_dir);
         return 0;
@@ -117,8 +135,20 @@ int domain_store_read_def(const char *path, DomainDef **ret) {
         return 0;
 }
 
+/* GKeyFile's booleans are true/false only; earlier versions wrote yes/no. */
+static bool key_bool(GKeyFile *kf, const char *group, const char *key, bool def) {
+        g_autofree char *v = g_key_file_get_value(kf, group, key, NULL);
+        if (!v)
+                return def;
+        if (g_str_equal(v, "true") || g_str_equal(v, "yes") || g_str_equal(v, "1"))
+                return true;
+        if (g_str_equal(v, "false") || g_str_equal(v, "no") || g_str_equal(v, "0"))
+                return false;
+        return def;
+}
+
 int domain_store_load_live(const char *run_dir, DomainDef **ret_def, char **ret_state, char **ret_reason,
-                           bool *ret_incoming) {
+                           bool *ret_incoming, OutgoingMigrationRecord *ret_outgoing) {
         g_autofree char *xml_path = g_build_filename(run_dir, "live.xml", NULL);
         g_autofree char *state_path = g_build_filename(run_dir, "state", NULL);
         g_autoptr(GKeyFile) kf = g_key_file_new();
@@ -132,7 +162,19 @@ int domain_store_load_live(const char *run_dir, DomainDef **ret_def, char **ret_
                 return r;
         *ret_state = g_key_file_get_string(kf, "Domain", "State", NULL);
         *ret_reason = g_key_file_get_string(kf, "Domain", "Reason", NULL);
-        *ret_incoming = g_key_file_get_boolean(kf, "Domain", "Incoming", NULL);
+        *ret_incoming = key_bool(kf, "Domain", "Incoming", false);
+        *ret_outgoing = (OutgoingMigrationRecord) {};
+        if (g_key_file_has_group(kf, "OutgoingMigration"))
+                *ret_outgoing = (OutgoingMigrationRecord) {
+                        .active = true,
+                        .destination_uri = g_key_file_get_string(kf, "OutgoingMigration", "DestinationURI", NULL),
+                        .peer_migration = g_key_file_get_string(kf, "OutgoingMigration", "PeerMigration", NULL),
+                        .peer_owner = g_key_file_get_string(kf, "OutgoingMigration", "PeerOwner", NULL),
+                        .direct = key_bool(kf, "OutgoingMigration", "Direct", false),
+                        /* Unreadable counts as sent: then the guest is only ever left paused. */
+                        .finish_sent = key_bool(kf, "OutgoingMigration", "FinishSent", true),
+                        .source_was_running = key_bool(kf, "OutgoingMigration", "SourceWasRunning", false),
+                };
         return 0;
 }
 
@@ -140,7 +182,7 @@ const char *domain_reason_intern(const char *s) {
         static const char *const reasons[] = {
                 REASON_UNKNOWN, REASON_BOOTED, REASON_UNPAUSED, REASON_USER, REASON_STARTING,
                 REASON_SHUTDOWN, REASON_DESTROYED, REASON_FAILED, REASON_CRASHED, REASON_PANICKED,
-                REASON_MIGRATION, REASON_MIGRATED,
+                REASON_MIGRATION, REASON_MIGRATED, REASON_MIGRATION_CANCELLED, REASON_MIGRATION_INTERRUPTED,
         };
         for (size_t i = 0; s && i < G_N_ELEMENTS(reasons); i++)
                 if (strcmp(s, reasons[i]) == 0)

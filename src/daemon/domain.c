@@ -117,6 +117,7 @@ Domain *domain_free(Domain *d) {
         free(d->incoming_uri);
         free(d->incoming_tls_dir);
         domain_def_free(d->incoming_def);
+        outgoing_migration_record_done(&d->reattaching_outgoing);
         return mfree(d);
 }
 
@@ -208,8 +209,11 @@ static void on_monitor_event(QemuMonitor *mon, const char *name, JsonObject *dat
                         set_state(d, DOMAIN_PAUSED, d->op == DOMAIN_OP_SUSPEND ? REASON_USER :
                                                     d->op == DOMAIN_OP_MIGRATE ? REASON_MIGRATION : REASON_UNKNOWN);
         } else if (strcmp(name, "RESUME") == 0) {
+                /* During a migration: QEMU resumed the source itself after the migration was
+                 * cancelled or failed. */
                 set_state(d, DOMAIN_RUNNING, d->op == DOMAIN_OP_RESUME ? (d->pending_reason ?: REASON_UNPAUSED) :
-                                             d->op == DOMAIN_OP_START ? REASON_BOOTED : REASON_UNKNOWN);
+                                             d->op == DOMAIN_OP_START ? REASON_BOOTED :
+                                             d->op == DOMAIN_OP_MIGRATE ? REASON_MIGRATION_CANCELLED : REASON_UNKNOWN);
         } else if (strcmp(name, "SHUTDOWN") == 0) {
                 bool guest = data && json_object_has_member(data, "guest") &&
                              json_object_get_boolean_member(data, "guest");
@@ -292,6 +296,8 @@ static void on_status_reply(QemuMonitor *mon, int error, const char *error_class
                         return;
                 }
                 d->reattaching_incoming = false;
+                if (d->reattaching_outgoing.active && (s == QEMU_RUN_STATE_SHUTDOWN || strcmp(status, "guest-panicked") == 0))
+                        outgoing_migration_record_done(&d->reattaching_outgoing); /* the guest is gone anyway */
                 if (s == QEMU_RUN_STATE_RUNNING)
                         set_state(d, DOMAIN_RUNNING, d->reason);
                 else if (s == QEMU_RUN_STATE_SHUTDOWN) {
@@ -306,6 +312,10 @@ static void on_status_reply(QemuMonitor *mon, int error, const char *error_class
                         (void) qemu_monitor_command(mon, "quit", NULL, 0, NULL, NULL);
                 } else
                         set_state(d, DOMAIN_PAUSED, d->state == DOMAIN_PAUSED ? d->reason : REASON_UNKNOWN);
+                /* QEMU went on migrating while no ferryd was there: undo that, or say why not. */
+                if (d->reattaching_outgoing.active)
+                        migration_recover_outgoing(d, &d->reattaching_outgoing);
+                outgoing_migration_record_done(&d->reattaching_outgoing);
                 return;
         }
 
@@ -746,8 +756,9 @@ int domain_reattach(Manager *m, const char *run_dir) {
         Domain *d;
         int r;
 
+        _cleanup_(outgoing_migration_record_done) OutgoingMigrationRecord outgoing = {};
         bool incoming = false;
-        r = domain_store_load_live(run_dir, &live, &saved_state, &saved_reason, &incoming);
+        r = domain_store_load_live(run_dir, &live, &saved_state, &saved_reason, &incoming, &outgoing);
         if (r < 0)
                 return r;
 
@@ -769,6 +780,9 @@ int domain_reattach(Manager *m, const char *run_dir) {
         d->reason = domain_reason_intern(saved_reason);
         d->reattaching = true;
         d->reattaching_incoming = incoming;
+        outgoing_migration_record_done(&d->reattaching_outgoing);
+        d->reattaching_outgoing = outgoing;
+        outgoing = (OutgoingMigrationRecord) {};
 
         r = connect_monitor(d);
         if (r < 0) {
@@ -809,20 +823,47 @@ bool domain_is_migrating(const Domain *d) {
         return d->migration || d->incoming_uri;
 }
 
+void outgoing_migration_record_done(OutgoingMigrationRecord *r) {
+        free(r->destination_uri);
+        free(r->peer_migration);
+        free(r->peer_owner);
+        *r = (OutgoingMigrationRecord) {};
+}
+
+void domain_save_live_state(Domain *d) {
+        /* live_def is set exactly while a QEMU of ours may exist. */
+        if (d->live_def)
+                (void) domain_store_save_live(d);
+}
+
 int domain_begin_migration(Domain *d, Migration *m) {
         if (d->op != DOMAIN_OP_NONE || d->reattaching)
                 return -EBUSY;
         d->op = DOMAIN_OP_MIGRATE;
         d->migration = m;
+        domain_save_live_state(d);
         return 0;
 }
 
-void domain_end_migration(Domain *d) {
+void domain_detach_migration(Domain *d) {
         d->migration = NULL;
         if (d->op == DOMAIN_OP_MIGRATE) {
                 d->op = DOMAIN_OP_NONE;
                 manager_check_idle(d->manager);
         }
+}
+
+void domain_end_migration(Domain *d) {
+        bool had = d->migration;
+
+        domain_detach_migration(d);
+        if (had)
+                domain_save_live_state(d);
+}
+
+void domain_set_paused_reason(Domain *d, const char *reason) {
+        if (d->state == DOMAIN_PAUSED)
+                set_state(d, DOMAIN_PAUSED, reason);
 }
 
 void domain_confirm_migrated_out(Domain *d) {

@@ -40,6 +40,8 @@ typedef enum DomainState {
 #define REASON_MIGRATION "migration"
 #define REASON_MIGRATED "migrated"
 #define REASON_MIGRATION_CANCELLED "migration-cancelled"
+/* Paused because ferryd restarted after it had sent Finish: the destination may run the guest. */
+#define REASON_MIGRATION_INTERRUPTED "migration-interrupted"
 
 /* Which properties changed, for PropertiesChanged. */
 typedef enum DomainChange {
@@ -62,6 +64,20 @@ typedef enum DomainOperation {
         DOMAIN_OP_MIGRATE,         /* held by a Migration from Begin to Confirm */
         DOMAIN_OP_DUMP,            /* QEMU writes the guest's memory to a caller's file */
 } DomainOperation;
+
+/* What the live state keeps of an outgoing migration (domain-store.c), so that a ferryd that
+ * restarts in the middle can undo it (migration_recover_outgoing()). */
+typedef struct OutgoingMigrationRecord {
+        bool active;
+        bool direct;               /* unmanaged direct: no destination ferryd */
+        bool finish_sent;          /* Finish went (or may have gone) to the destination */
+        bool source_was_running;   /* resume the guest here when undoing it */
+        char *destination_uri;
+        char *peer_migration;      /* the destination's Migration object, once prepared */
+        char *peer_owner;          /* ... and the unique name of the ferryd that has it */
+} OutgoingMigrationRecord;
+
+void outgoing_migration_record_done(OutgoingMigrationRecord *r);
 
 typedef struct Domain {
         Manager *manager;
@@ -93,6 +109,7 @@ typedef struct Domain {
         const char *exit_reason;   /* reason for shutoff once it has gone */
         bool reattaching;
         bool reattaching_incoming;  /* ... to a QEMU started as a migration destination */
+        OutgoingMigrationRecord reattaching_outgoing; /* ... to a QEMU that was migrating away */
 
         char *incoming_uri;        /* starting as a migration destination: QEMU listens here */
         char *incoming_tls_dir;    /* ... with QEMU's own TLS, server credentials from here */
@@ -148,6 +165,12 @@ int domain_start_incoming(Domain *d, const char *incoming_uri, const char *tls_d
 /* Takes (or gives back) the domain's operation slot for a migration. */
 int domain_begin_migration(Domain *d, Migration *m);
 void domain_end_migration(Domain *d);
+/* The same without touching the live state (ferryd exiting). */
+void domain_detach_migration(Domain *d);
+/* Saves the live state again (the migration's progress is part of it). */
+void domain_save_live_state(Domain *d);
+/* A paused guest gets this reason (REASON_*); a running one is left as it is. */
+void domain_set_paused_reason(Domain *d, const char *reason);
 /* Source, after a good Finish: QEMU goes, the domain is shut off (reason migrated); a transient
  * domain disappears. Destination, Finish: the guest runs (reason migrated) or stays paused. */
 void domain_confirm_migrated_out(Domain *d);

@@ -35,6 +35,16 @@ int peer_open(sd_event *event, const char *address, sd_bus **ret) {
         return 0;
 }
 
+sd_bus *peer_close(sd_bus *peer) {
+        if (!peer)
+                return NULL;
+        /* sd_bus_flush() on a connection still authenticating waits for the handshake to end:
+         * a peer that accepted and never answers would block the whole daemon. */
+        if (sd_bus_is_ready(peer) > 0)
+                (void) sd_bus_flush(peer);
+        return sd_bus_close_unref(peer);
+}
+
 int peer_get_host_uuid(sd_bus *peer, sd_bus_message_handler_t cb, void *userdata, sd_bus_slot **ret_slot) {
         return sd_bus_call_method_async(peer, ret_slot, FERRY_BUS_NAME, FERRY_MANAGER_PATH,
                                         "org.freedesktop.DBus.Properties", "Get", cb, userdata, "ss",

@@ -15,6 +15,10 @@
  * system bus. */
 int peer_open(sd_event *event, const char *address, sd_bus **ret);
 
+/* Flushes (if the connection is up) and closes; returns NULL. Never waits for a handshake the
+ * other side does not answer. */
+sd_bus *peer_close(sd_bus *peer);
+
 int peer_get_host_uuid(sd_bus *peer, sd_bus_message_handler_t cb, void *userdata, sd_bus_slot **ret_slot);
 
 /* Manager.PrepareMigration(s xml, a{sv} options) -> (o migration, s hypervisor_uri) */

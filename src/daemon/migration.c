@@ -21,6 +21,10 @@
 #define USEC_PER_SEC 1000000ULL
 #define STATS_INTERVAL_USEC (USEC_PER_SEC / 10)
 #define FINISH_WAIT_USEC (60ULL * USEC_PER_SEC)
+/* What a restarted ferryd reports about the migration it found in progress. */
+#define RECOVERED_MESSAGE "ferryd was restarted during the migration: it was cancelled, the guest stays on the source"
+#define INTERRUPTED_MESSAGE "ferryd was restarted after Finish was sent: the destination may run the guest, " \
+                            "so it is left paused here"
 /* QEMU 7.2 caps a migration at 128 MiB/s unless told otherwise; "unlimited" means this. */
 #define BANDWIDTH_UNLIMITED (UINT64_C(1) << 40)
 
@@ -99,12 +103,14 @@ Migration *migration_free(Migration *m) {
         if (!m)
                 return NULL;
         Domain *d = migration_domain(m);
+        /* Only while ferryd exits (an ended migration has let go of its domain): the live state
+         * keeps its record, so that the next ferryd can undo the migration. */
         if (d && d->migration == m)
-                domain_end_migration(d);
+                domain_detach_migration(d);
         sd_bus_slot_unref(m->peer_call);
         sd_bus_slot_unref(m->abort_call);
         sd_bus_slot_unref(m->peer_watch);
-        sd_bus_flush_close_unref(m->peer);
+        peer_close(m->peer);
         free(m->peer_owner);
         sd_bus_message_unref(m->pending_finish);
         sd_event_source_disable_unref(m->stats_timer);
@@ -191,7 +197,7 @@ static void migration_end(Migration *m, MigrationState state, const char *error_
         /* A Finish(false) on its way keeps the connection until answered: closed earlier, the
          * destination cannot check who sent it (polkit) and would keep its copy. */
         if (!m->abort_call)
-                m->peer = sd_bus_flush_close_unref(m->peer);
+                m->peer = peer_close(m->peer);
         if (d && d->migration == m)
                 domain_end_migration(d);
         /* A Finish waiting for QEMU gets its answer now (an error: we are not running), so
@@ -265,7 +271,7 @@ static void resume_source(Migration *m) {
                 return; /* the guest was never touched */
         /* Our end of the guest never stopped being the real one: let it run again. */
         if (d) {
-                bool was_running = !m->options.paused;
+                bool was_running = m->source_was_running;
                 domain_end_migration(d);
                 if (d->state == DOMAIN_PAUSED && d->reason && strcmp(d->reason, REASON_MIGRATION) == 0 && was_running)
                         (void) domain_run_after_migration(d, false, REASON_MIGRATION_CANCELLED, NULL, NULL);
@@ -280,7 +286,7 @@ static int on_peer_finish_abort(sd_bus_message *reply, void *userdata, sd_bus_er
                 log_warning("Migration %u: the destination did not take Finish(false): %s", m->id,
                             e->message ?: e->name);
         m->abort_call = sd_bus_slot_unref(m->abort_call);
-        m->peer = sd_bus_flush_close_unref(m->peer);
+        m->peer = peer_close(m->peer);
         return 0;
 }
 
@@ -298,6 +304,12 @@ static void source_fail(Migration *m, const char *error_name, const char *messag
                 (void) peer_finish(m->peer, m->peer_owner, m->peer_migration, false, on_peer_finish_abort, m,
                                    &m->abort_call);
                 (void) sd_bus_flush(m->peer);
+        } else if (m->phase == MIGRATION_PHASE_PREPARE && m->peer_call) {
+                /* Prepare is still running there (a hook, QEMU starting): whatever it makes
+                 * would wait for a stream forever. Keep the connection for its answer, then
+                 * tell it to throw that away (on_peer_prepared). */
+                m->abort_call = sd_bus_slot_unref(m->abort_call);
+                m->abort_call = TAKE_PTR(m->peer_call);
         }
         resume_source(m);
         migration_end(m, strcmp(error_name, FERRY_ERROR_MIGRATION_CANCELLED) == 0 ? MIGRATION_CANCELLED : MIGRATION_FAILED,
@@ -346,6 +358,9 @@ static void source_finish(Migration *m) {
         set_phase(m, MIGRATION_PHASE_FINISH);
         m->stats_timer = sd_event_source_disable_unref(m->stats_timer);
         m->finish_sent = true;
+        /* On disk before it goes: a ferryd restarted from here on must not resume the guest. */
+        if (migration_domain(m))
+                domain_save_live_state(migration_domain(m));
         r = peer_finish(m->peer, m->peer_owner, m->peer_migration, true, on_peer_finish, m, &m->peer_call);
         if (r < 0)
                 source_fail(m, FERRY_ERROR_MIGRATION_FAILED, "cannot call Finish on the destination");
@@ -377,6 +392,13 @@ void migration_qemu_event(Migration *m, const char *status) {
 
         if (m->phase != MIGRATION_PHASE_PERFORM)
                 return;
+        if (m->recovered && !(m->options.direct && strcmp(status, "completed") == 0)) {
+                /* A restarted ferryd only undoes the migration: no switchover, no Finish. (Unmanaged
+                 * direct completed: the other QEMU runs the guest; ours goes, as below.) */
+                if (strcmp(status, "completed") == 0 || strcmp(status, "failed") == 0 || strcmp(status, "cancelled") == 0)
+                        source_fail(m, FERRY_ERROR_MIGRATION_FAILED, RECOVERED_MESSAGE);
+                return;
+        }
         if (strcmp(status, "pre-switchover") == 0) {
                 /* The last pass is done and the source is paused. Let QEMU send the devices'
                  * state; the guest only runs again after Finish, on exactly one host. */
@@ -536,6 +558,21 @@ static int on_peer_owner_changed(sd_bus_message *msg, void *userdata, sd_bus_err
         return 0;
 }
 
+/* Prepare answered after we gave up (source_fail): undo it there. */
+static void abort_late_prepare(Migration *m, sd_bus_message *reply) {
+        const char *path, *uri;
+
+        m->abort_call = sd_bus_slot_unref(m->abort_call);
+        if (!sd_bus_message_get_error(reply) && !m->options.offline &&
+            sd_bus_message_read(reply, "os", &path, &uri) >= 0) {
+                log_info("Migration %u: the destination prepared after all, telling it to discard that.", m->id);
+                if (peer_finish(m->peer, sd_bus_message_get_sender(reply), path, false, on_peer_finish_abort, m,
+                                &m->abort_call) >= 0)
+                        return;
+        }
+        m->peer = peer_close(m->peer);
+}
+
 static int on_peer_prepared(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error) {
         Migration *m = userdata;
         const sd_bus_error *e = sd_bus_message_get_error(reply);
@@ -543,6 +580,10 @@ static int on_peer_prepared(sd_bus_message *reply, void *userdata, sd_bus_error 
         const char *path, *uri;
         _cleanup_(migration_uri_freep) MigrationUri *parsed = NULL;
 
+        if (m->state != MIGRATION_RUNNING) {
+                abort_late_prepare(m, reply);
+                return 0;
+        }
         m->peer_call = sd_bus_slot_unref(m->peer_call);
         if (e) {
                 g_autofree char *msg = g_strdup_printf("the destination refused: %s", e->message ?: e->name);
@@ -556,6 +597,8 @@ static int on_peer_prepared(sd_bus_message *reply, void *userdata, sd_bus_error 
         }
         m->peer_migration = strdup(path);
         m->peer_owner = strdup(strempty(sd_bus_message_get_sender(reply)));
+        if (migration_domain(m))
+                domain_save_live_state(migration_domain(m));
         /* If that ferryd goes away before Finish, its half is lost: stop and resume ours. */
         (void) peer_watch_owner(m->peer, on_peer_owner_changed, m, &m->peer_watch);
         if (m->options.offline) {
@@ -693,6 +736,7 @@ int migration_start_outgoing(Domain *d, const char *destination_uri, MigrationOp
         m->destination_uri = strdup(destination_uri);
         m->options = *options;
         *options = (MigrationOptions) {};
+        m->source_was_running = d->state == DOMAIN_RUNNING;
         m->options.paused = m->options.paused || d->state == DOMAIN_PAUSED;
         if (!m->options.offline) {
                 r = domain_begin_migration(d, m);
@@ -733,6 +777,94 @@ int migration_start_outgoing(Domain *d, const char *destination_uri, MigrationOp
 fail:
         manager_remove_migration(d->manager, m);
         return r;
+}
+
+/* ---- a restarted ferryd ---- */
+
+static void on_recover_query(QemuMonitor *mon, int error, const char *error_class, const char *error_desc,
+                             JsonNode *ret, void *userdata) {
+        Migration *m = userdata;
+        const char *status = "none";
+
+        if (m->state != MIGRATION_RUNNING)
+                return;
+        on_query_migrate(mon, error, error_class, error_desc, ret, m); /* how far it got */
+        if (error >= 0 && ret && JSON_NODE_HOLDS_OBJECT(ret))
+                status = json_object_get_string_member_with_default(json_node_get_object(ret), "status", "none");
+        log_info("Migration %u of %s: QEMU's migration is %s after the restart.", m->id, m->domain_name, status);
+        if (m->options.direct && strcmp(status, "completed") == 0) {
+                migration_qemu_event(m, status); /* the other QEMU has it: as if we had seen it */
+                return;
+        }
+        if (strcmp(status, "completed") == 0 || strcmp(status, "failed") == 0 || strcmp(status, "cancelled") == 0 ||
+            strcmp(status, "none") == 0) {
+                /* Over already (completed: QEMU sent everything, but Finish never went, so the
+                 * destination does not run the guest). */
+                source_fail(m, FERRY_ERROR_MIGRATION_FAILED, RECOVERED_MESSAGE);
+                return;
+        }
+        /* Still sending, or paused before switchover: cancel; QEMU's "cancelled" event ends it
+         * (migration_qemu_event). */
+        if (qemu_monitor_command(mon, "migrate_cancel", NULL, 0, NULL, NULL) < 0)
+                source_fail(m, FERRY_ERROR_MIGRATION_FAILED, RECOVERED_MESSAGE);
+}
+
+void migration_recover_outgoing(Domain *d, OutgoingMigrationRecord *rec) {
+        Migration *m;
+        int r;
+
+        r = migration_new(d->manager, MIGRATION_OUTGOING, d, &m);
+        if (r < 0) {
+                /* No record, still the same choices. */
+                log_error_errno(r, "Domain %s: cannot take over its interrupted migration (%m); %s.", d->def->name,
+                                rec->finish_sent ? "leaving it paused" : "cancelling QEMU's migration");
+                if (rec->finish_sent)
+                        domain_set_paused_reason(d, REASON_MIGRATION_INTERRUPTED);
+                else if (domain_monitor(d))
+                        (void) qemu_monitor_command(domain_monitor(d), "migrate_cancel", NULL, 0, NULL, NULL);
+                domain_save_live_state(d);
+                return;
+        }
+        m->destination_uri = TAKE_PTR(rec->destination_uri);
+        m->peer_migration = TAKE_PTR(rec->peer_migration);
+        m->peer_owner = TAKE_PTR(rec->peer_owner);
+        m->options.direct = rec->direct;
+        m->source_was_running = rec->source_was_running;
+        m->finish_sent = rec->finish_sent;
+        m->recovered = true;
+        m->phase = m->finish_sent ? MIGRATION_PHASE_FINISH : MIGRATION_PHASE_PERFORM;
+        manager_migration_added(d->manager, m);
+        log_warning("Domain %s was migrating to %s when ferryd stopped; %s.", d->def->name,
+                    strna(m->destination_uri), m->finish_sent ? "Finish was sent, leaving it paused" : "cancelling");
+
+        if (m->finish_sent) {
+                /* The seed's one safe choice: we cannot know whether the destination runs it. */
+                domain_set_paused_reason(d, REASON_MIGRATION_INTERRUPTED);
+                migration_end(m, MIGRATION_FAILED, FERRY_ERROR_MIGRATION_FAILED, INTERRUPTED_MESSAGE);
+                domain_save_live_state(d);
+                return;
+        }
+        /* The record stays on disk while we undo it (a crash now does it all again). */
+        r = domain_begin_migration(d, m);
+        if (r < 0) {
+                migration_end(m, MIGRATION_FAILED, FERRY_ERROR_MIGRATION_FAILED, "cannot take over the domain");
+                return;
+        }
+        /* The destination's half goes when its stream fails; tell it too, in case QEMU had sent
+         * everything already. Only the ferryd that prepared it (its unique name): a restarted
+         * one may have another migration at that path. */
+        if (!m->options.direct && m->peer_migration && m->peer_owner && m->destination_uri) {
+                _cleanup_(ferry_uri_freep) FerryUri *dest = NULL;
+                g_autofree char *address = NULL, *why = NULL;
+                if (ferry_uri_parse(m->destination_uri, &dest, &why) >= 0 &&
+                    ferry_uri_to_bus_address(dest, &address) >= 0 &&
+                    peer_open(manager_event(d->manager), address, &m->peer) < 0)
+                        log_warning("Migration %u: cannot reach %s to drop its half, ignoring.", m->id,
+                                    m->destination_uri);
+        }
+        if (!domain_monitor(d) ||
+            qemu_monitor_command(domain_monitor(d), "query-migrate", NULL, 0, on_recover_query, m) < 0)
+                source_fail(m, FERRY_ERROR_MIGRATION_FAILED, RECOVERED_MESSAGE);
 }
 
 /* ---- destination side ---- */

@@ -17,6 +17,7 @@
 typedef struct Manager Manager;
 typedef struct Domain Domain;
 typedef struct QemuMonitor QemuMonitor;
+typedef struct OutgoingMigrationRecord OutgoingMigrationRecord;
 
 typedef enum MigrationDirection { MIGRATION_OUTGOING, MIGRATION_INCOMING } MigrationDirection;
 
@@ -98,6 +99,9 @@ typedef struct Migration {
         sd_bus_slot *peer_call;
         sd_bus_slot *abort_call;   /* Finish(false) after a failure: the peer stays open for it */
         bool finish_sent;          /* after this, losing the peer leaves the guest paused */
+        bool recovered;            /* taken over by a restarted ferryd, only to be undone */
+        bool source_was_running;   /* resume it when the migration fails (options.paused is the
+                                    * destination's, and also set when the source was paused) */
         /* incoming */
         uint16_t incoming_port;    /* taken from the port range while we listen */
         bool qemu_completed;       /* QEMU has the whole stream */
@@ -157,6 +161,12 @@ int migration_set_max_downtime(Migration *m, uint64_t usec);
 
 Migration *migration_free(Migration *m);
 DEFINE_TRIVIAL_CLEANUP_FUNC(Migration *, migration_free);
+
+/* A restarted ferryd found d's QEMU migrating away (rec, from the live state): before Finish it
+ * cancels QEMU's migration, tells the destination to drop its half and resumes the guest; after
+ * Finish it leaves the guest paused (REASON_MIGRATION_INTERRUPTED). Either way a failed
+ * Migration object says what happened. */
+void migration_recover_outgoing(Domain *d, OutgoingMigrationRecord *rec);
 
 /* Called by the domain for its QEMU's MIGRATION events, and when its QEMU is gone. */
 void migration_qemu_event(Migration *m, const char *status);
