@@ -102,10 +102,10 @@ void lab_up(const char *name, const char *const *hosts) {
                 g_error("meson install into %s failed:\n%s%s", stage, r.out, r.err);
         lab_result_clear(&r);
 
-        start_reaper(tool, name);
+        start_reaper(tool, lab_name);
         g_ptr_array_add(argv, tool);
         g_ptr_array_add(argv, (char *) "--lab");
-        g_ptr_array_add(argv, (char *) name);
+        g_ptr_array_add(argv, (char *) lab_name);
         g_ptr_array_add(argv, (char *) "up");
         g_ptr_array_add(argv, (char *) "--stage");
         g_ptr_array_add(argv, stage);
