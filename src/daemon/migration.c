@@ -97,6 +97,8 @@ Migration *migration_free(Migration *m) {
         Domain *d = migration_domain(m);
         if (d && d->migration == m)
                 domain_end_migration(d);
+        /* ferryd is stopping under a Perform call: it gets an answer. */
+        managed_perform_answer(m, -ECANCELED, "ferryd is stopping");
         sd_bus_slot_unref(m->peer_call);
         sd_bus_slot_unref(m->abort_call);
         sd_bus_slot_unref(m->peer_watch);
