@@ -254,6 +254,26 @@ static void test_killed_after_finish(void) {
         client_done(&c);
 }
 
+/* ferryctl after a failed step: Prepare refused (the name runs there) -> Confirm(false), the
+ * source's guest runs on and its job says why. */
+static void test_ferryctl_prepare_refused(void) {
+        g_auto(LabResult) r = {};
+
+        /* web1 runs on b now (the previous case); another web1 on a. */
+        lab_guest_create("a", "web1", false);
+        CTL("a", &r, "migrate", "web1", LAB_TO_B);
+        g_assert_cmpint(r.status, ==, 1);
+        g_assert_nonnull(strstr(r.err, "error: migration failed in phase prepare"));
+        g_assert_nonnull(strstr(r.err, "DomainExists"));
+        g_autofree char *on_a = lab_domain_state("a", "web1");
+        g_assert_cmpstr(on_a, ==, "running");
+        g_autofree char *on_b = lab_domain_state("b", "web1");
+        g_assert_cmpstr(on_b, ==, "running");
+        /* a's job: the client gave up with Confirm(false). */
+        assert_job_ended("a", "/org/ferry/Ferry1/migration/8", "failed", "Confirm(false)");
+        lab_guest_assert_intact("a", "web1", 3, false);
+}
+
 int main(int argc, char **argv) {
         static const char *const hosts[] = { "a", "b", NULL };
 
@@ -270,5 +290,6 @@ int main(int argc, char **argv) {
         g_test_add_func("/lab/managed/killed-during-perform", test_killed_during_perform);
         g_test_add_func("/lab/managed/killed-after-perform", test_killed_after_perform);
         g_test_add_func("/lab/managed/killed-after-finish", test_killed_after_finish);
+        g_test_add_func("/lab/managed/ferryctl-prepare-refused", test_ferryctl_prepare_refused);
         return lab_run("managed", hosts);
 }
