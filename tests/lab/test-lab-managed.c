@@ -274,6 +274,26 @@ static void test_ferryctl_prepare_refused(void) {
         lab_guest_assert_intact("a", "web1", 3, false);
 }
 
+/* Offline: Begin (the inactive XML), Prepare (the destination defines it), Confirm; no
+ * Perform or Finish. With --undefinesource the source's definition goes. */
+static void test_ferryctl_offline(void) {
+        g_autofree char *xml = lab_guest_xml("off1");
+        g_autofree char *dir = lab_host_dir("a");
+        g_autofree char *path = g_build_filename(dir, "etc-ferry", "off1.xml", NULL);
+        g_auto(LabResult) r = {};
+
+        g_assert_true(g_file_set_contents(path, xml, -1, NULL));
+        CTL("a", &r, "define", "/etc/ferry/off1.xml");
+        g_assert_cmpint(r.status, ==, 0);
+        lab_result_clear(&r);
+        CTL("a", &r, "migrate", "--offline", "--persistent", "--undefinesource", "off1", LAB_TO_B);
+        g_assert_cmpint(r.status, ==, 0);
+        g_autofree char *on_b = lab_domain_state("b", "off1");
+        g_assert_cmpstr(on_b, ==, "shut off");
+        g_autofree char *on_a = lab_domain_state("a", "off1");
+        g_assert_cmpstr(on_a, ==, "absent");
+}
+
 int main(int argc, char **argv) {
         static const char *const hosts[] = { "a", "b", NULL };
 
@@ -291,5 +311,6 @@ int main(int argc, char **argv) {
         g_test_add_func("/lab/managed/killed-after-perform", test_killed_after_perform);
         g_test_add_func("/lab/managed/killed-after-finish", test_killed_after_finish);
         g_test_add_func("/lab/managed/ferryctl-prepare-refused", test_ferryctl_prepare_refused);
+        g_test_add_func("/lab/managed/ferryctl-offline", test_ferryctl_offline);
         return lab_run("managed", hosts);
 }
