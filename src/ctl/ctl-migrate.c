@@ -1,9 +1,11 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
-/* ferryctl migrate: virsh migrate's peer-to-peer form, with a progress bar. */
+/* ferryctl migrate: virsh migrate, with a progress bar. Without --p2p or --direct this client
+ * drives the managed direct flow itself (docs/migration.md): Begin on the source, Prepare on
+ * the destination, Perform on the source, Finish on the destination, Confirm on the source,
+ * over one connection to each ferryd, as virsh does. */
 
 #include <errno.h>
-#include <glib.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -11,9 +13,16 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <glib.h>
+
 #include "ctl.h"
 #include "ferry-bus.h"
 #include "macro.h"
+#include "migration-uri.h"
+
+/* Perform and Finish last as long as the guest's RAM takes to move: no timeout of ours. */
+#define LONG_CALL_USEC (7ULL * 24 * 3600 * 1000000ULL)
+
 
 typedef struct Progress {
         char *state;
@@ -80,7 +89,7 @@ typedef struct MigrateArgs {
         const char *migrateuri, *dname, *listen_address;
         char *xml;                 /* --xml FILE: its contents */
         uint64_t bandwidth, downtime, timeout;
-        bool verbose, suspend, persistent, undefine_source, offline, direct, tls, auto_converge,
+        bool p2p, verbose, suspend, persistent, undefine_source, offline, direct, tls, auto_converge,
              change_protection;
 } MigrateArgs;
 
@@ -121,8 +130,10 @@ static int migrate_args_parse(int argc, char **argv, MigrateArgs *a) {
         while ((c = getopt_long(argc, argv, "", options, NULL)) >= 0)
                 switch (c) {
                 case O_P2P:
+                        a->p2p = true;
+                        break;
                 case O_LIVE:
-                        break; /* the only flow and mode so far */
+                        break; /* the only mode so far */
                 case O_VERBOSE:
                         a->verbose = true;
                         break;
@@ -198,48 +209,288 @@ static int migrate_args_parse(int argc, char **argv, MigrateArgs *a) {
                 fprintf(stderr, "error: usage: ferryctl migrate [OPTIONS] DOMAIN DEST-URI\n");
                 return CTL_USAGE_ERROR;
         }
+        if (a->p2p && a->direct) {
+                fprintf(stderr, "error: --p2p and --direct are two different flows: pick one\n");
+                return CTL_USAGE_ERROR;
+        }
         a->domain = argv[optind];
         a->destination = argv[optind + 1];
         return 0;
 }
 
-/* Appends the a{sv} of Domain.Migrate for a. */
-static int migrate_args_append(sd_bus_message *m, const MigrateArgs *a) {
+/* Appends the a{sv} of Domain.Migrate and MigrateBegin for a; with prepare, those of the
+ * destination's PrepareMigration (what the source's ferryd sends it in the peer-to-peer flow). */
+static int migrate_args_append(sd_bus_message *m, const MigrateArgs *a, bool prepare, bool paused) {
         int r;
 
         r = sd_bus_message_open_container(m, 'a', "{sv}");
         if (r >= 0 && a->migrateuri)
                 r = sd_bus_message_append(m, "{sv}", "hypervisor_uri", "s", a->migrateuri);
-        if (r >= 0 && a->bandwidth)
+        if (r >= 0 && a->bandwidth && !prepare)
                 r = sd_bus_message_append(m, "{sv}", "max_bandwidth", "t", a->bandwidth);
-        if (r >= 0 && a->downtime)
+        if (r >= 0 && a->downtime && !prepare)
                 r = sd_bus_message_append(m, "{sv}", "max_downtime_usec", "t", a->downtime);
-        if (r >= 0 && a->suspend)
+        if (r >= 0 && (a->suspend || paused))
                 r = sd_bus_message_append(m, "{sv}", "paused", "b", 1);
         if (r >= 0 && a->persistent)
                 r = sd_bus_message_append(m, "{sv}", "persistent", "b", 1);
-        if (r >= 0 && a->undefine_source)
+        if (r >= 0 && a->undefine_source && !prepare)
                 r = sd_bus_message_append(m, "{sv}", "undefine_source", "b", 1);
         if (r >= 0 && a->offline)
                 r = sd_bus_message_append(m, "{sv}", "offline", "b", 1);
-        if (r >= 0 && a->direct)
+        if (r >= 0 && a->direct && !prepare)
                 r = sd_bus_message_append(m, "{sv}", "direct", "b", 1);
         if (r >= 0 && a->tls)
                 r = sd_bus_message_append(m, "{sv}", "tls", "b", 1);
-        if (r >= 0 && a->auto_converge)
+        if (r >= 0 && a->auto_converge && !prepare)
                 r = sd_bus_message_append(m, "{sv}", "auto_converge", "b", 1);
-        if (r >= 0 && a->change_protection)
+        if (r >= 0 && a->change_protection && !prepare)
                 r = sd_bus_message_append(m, "{sv}", "change_protection", "b", 1);
-        if (r >= 0 && a->xml)
+        if (r >= 0 && a->xml && !prepare)
                 r = sd_bus_message_append(m, "{sv}", "destination_xml", "s", a->xml);
-        if (r >= 0 && a->dname)
+        if (r >= 0 && a->dname && !prepare)
                 r = sd_bus_message_append(m, "{sv}", "destination_name", "s", a->dname);
         if (r >= 0 && a->listen_address)
                 r = sd_bus_message_append(m, "{sv}", "listen_address", "s", a->listen_address);
-        if (r >= 0 && a->timeout)
+        if (r >= 0 && a->timeout && !prepare)
                 r = sd_bus_message_append(m, "{sv}", "suspend_timeout_usec", "t", a->timeout);
         if (r >= 0)
                 r = sd_bus_message_close_container(m);
+        return r;
+}
+
+/* Follows the job at path on bus until it ends (wait_reply NULL) or until *wait_reply is set
+ * (a pending call's answer), drawing the bar with --verbose. p: the last figures read. */
+static int watch(sd_bus *bus, const char *path, bool verbose, sd_bus_message **wait_reply, Progress *p) {
+        _cleanup_(sd_bus_slot_unrefp) sd_bus_slot *match = NULL;
+        bool dirty = true;
+        int r;
+
+        /* Subscribe first, then read: no change can slip between the two. */
+        r = sd_bus_match_signal(bus, &match, FERRY_BUS_NAME, path, "org.freedesktop.DBus.Properties",
+                                "PropertiesChanged", on_changed, &dirty);
+        if (r < 0)
+                return ctl_report_error("cannot watch the migration", NULL, r);
+        for (;;) {
+                if (wait_reply && *wait_reply)
+                        return 0;
+                if (dirty) {
+                        dirty = false;
+                        r = read_progress(bus, path, p);
+                        if (r < 0)
+                                return r;
+                        if (!wait_reply && strcmp(p->state, "running") != 0)
+                                return 0;
+                        if (verbose && strcmp(p->state, "running") == 0)
+                                draw(p, false);
+                }
+                r = sd_bus_process(bus, NULL);
+                if (r < 0)
+                        return ctl_report_error("lost ferryd", NULL, r);
+                if (r > 0)
+                        continue;
+                r = sd_bus_wait(bus, UINT64_MAX);
+                if (r < 0)
+                        return ctl_report_error("lost ferryd", NULL, r);
+        }
+}
+
+/* The same two lines as a failed peer-to-peer job gives. */
+static int report_failed(const char *phase, const char *message, const char *name) {
+        fprintf(stderr, "error: migration failed in phase %s\nerror: %s (%s)\n", phase, message,
+                name ?: "org.ferry.Ferry1.Error.MigrationFailed");
+        return -EIO;
+}
+
+static int open_destination(const char *uri, sd_bus **ret) {
+        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
+        _cleanup_(ferry_uri_freep) FerryUri *u = NULL;
+        g_autofree char *why = NULL, *address = NULL;
+        int r;
+
+        /* The same strict parser as ferryd's: only these strings reach sd-bus (and ssh). */
+        r = ferry_uri_parse(uri, &u, &why);
+        if (r < 0) {
+                fprintf(stderr, "error: invalid destination URI\nerror: %s\n", why ?: strerror(-r));
+                return r;
+        }
+        r = ferry_uri_to_bus_address(u, &address);
+        if (r == -EOPNOTSUPP) {
+                fprintf(stderr, "error: only the source's ferryd reaches a %s destination: use --p2p\n",
+                        ferry_uri_transport_to_string(u->transport));
+                return r;
+        }
+        if (r >= 0 && !address)
+                r = sd_bus_open_system(&bus);
+        else if (r >= 0) {
+                r = sd_bus_new(&bus);
+                if (r >= 0)
+                        r = sd_bus_set_address(bus, address);
+                if (r >= 0)
+                        r = sd_bus_set_bus_client(bus, true);
+                if (r >= 0)
+                        r = sd_bus_start(bus);
+        }
+        if (r < 0) {
+                fprintf(stderr, "error: cannot connect to the destination %s\nerror: %s\n", uri, strerror(-r));
+                return r;
+        }
+        (void) sd_bus_set_allow_interactive_authorization(bus, isatty(STDIN_FILENO));
+        /* Prepare starts a QEMU there and Finish waits for it: longer than sd-bus's 25 s. */
+        (void) sd_bus_set_method_call_timeout(bus, LONG_CALL_USEC);
+        *ret = TAKE_PTR(bus);
+        return 0;
+}
+
+static int on_call_reply(sd_bus_message *m, void *userdata, sd_bus_error *ret_error) {
+        sd_bus_message **reply = userdata;
+        *reply = sd_bus_message_ref(m);
+        return 0;
+}
+
+/* Finish(false) on the destination or Confirm(false) on the source after a failure: best
+ * effort, as libvirt's client does; the failure itself is what the user is told. */
+static void give_up(sd_bus *bus, const char *path, const char *method) {
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        if (sd_bus_call_method(bus, FERRY_BUS_NAME, path, FERRY_MIGRATION_INTERFACE, method, &error, NULL, "b", 0) < 0)
+                fprintf(stderr, "warning: %s(false) failed: %s\n", method, error.message ?: strerror(EIO));
+}
+
+static int host_uuid(sd_bus *bus, const char *which, char **ret) {
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        g_autofree char *what = g_strdup_printf("cannot ask the %s ferryd for its HostUUID", which);
+        int r = sd_bus_get_property_string(bus, FERRY_BUS_NAME, FERRY_MANAGER_PATH, FERRY_MANAGER_INTERFACE,
+                                           "HostUUID", &error, ret);
+        return r < 0 ? ctl_report_error(what, &error, r) : 0;
+}
+
+static int migrate_managed(sd_bus *src, const char *domain_path, const char *dest_uri, const MigrateArgs *a) {
+        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *dst = NULL;
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *begun = NULL, *prepared = NULL, *performed = NULL;
+        _cleanup_(sd_bus_slot_unrefp) sd_bus_slot *call = NULL;
+        _cleanup_free_ char *src_uuid = NULL, *dst_uuid = NULL, *state = NULL;
+        const char *mig, *xml, *dst_mig, *hv_uri;
+        Progress p = {};
+        int r;
+
+        r = open_destination(dest_uri, &dst);
+        if (r < 0)
+                return r;
+        r = host_uuid(src, "source", &src_uuid);
+        if (r >= 0)
+                r = host_uuid(dst, "destination", &dst_uuid);
+        if (r < 0)
+                return r;
+        if (strcmp(src_uuid, dst_uuid) == 0)
+                return report_failed("begin", "the destination is this host (same host UUID): refusing to migrate to itself",
+                                     NULL);
+        /* A paused guest stays paused there, as the source's ferryd tells the destination in p2p. */
+        r = sd_bus_get_property_string(src, FERRY_BUS_NAME, domain_path, FERRY_DOMAIN_INTERFACE, "State", &error, &state);
+        if (r < 0)
+                return ctl_report_error("failed to read the domain's state", &error, r);
+
+        /* Begin */
+        r = sd_bus_message_new_method_call(src, &m, FERRY_BUS_NAME, domain_path, FERRY_DOMAIN_INTERFACE, "MigrateBegin");
+        if (r >= 0)
+                r = sd_bus_message_append(m, "s", dest_uri);
+        if (r >= 0)
+                r = migrate_args_append(m, a, false, false);
+        if (r >= 0)
+                r = sd_bus_message_append(m, "t", (uint64_t) 0);
+        if (r < 0)
+                return ctl_report_error("failed to build the request", NULL, r);
+        r = sd_bus_call(src, m, 0, &error, &begun);
+        if (r < 0)
+                return ctl_report_error("migration failed to start", &error, r);
+        r = sd_bus_message_read(begun, "os", &mig, &xml);
+        if (r < 0)
+                return ctl_report_error("bad reply from ferryd", NULL, r);
+
+        /* Prepare, on the destination */
+        m = sd_bus_message_unref(m);
+        r = sd_bus_message_new_method_call(dst, &m, FERRY_BUS_NAME, FERRY_MANAGER_PATH, FERRY_MANAGER_INTERFACE,
+                                           "PrepareMigration");
+        if (r >= 0)
+                r = sd_bus_message_append(m, "s", xml);
+        if (r >= 0)
+                r = migrate_args_append(m, a, true, strcmp(state, "paused") == 0);
+        if (r < 0)
+                return ctl_report_error("failed to build the request", NULL, r);
+        r = sd_bus_call(dst, m, LONG_CALL_USEC, &error, &prepared);
+        if (r < 0) {
+                give_up(src, mig, "Confirm");
+                g_autofree char *msg = g_strdup_printf("the destination refused: %s", error.message ?: strerror(-r));
+                return report_failed("prepare", msg, error.name);
+        }
+        r = sd_bus_message_read(prepared, "os", &dst_mig, &hv_uri);
+        if (r < 0) {
+                give_up(src, mig, "Confirm");
+                return ctl_report_error("bad reply from the destination's ferryd", NULL, r);
+        }
+
+        if (!a->offline) {
+                /* Perform: QEMU's stream, with the bar; the call returns once QEMU sent everything. */
+                m = sd_bus_message_unref(m);
+                r = sd_bus_message_new_method_call(src, &m, FERRY_BUS_NAME, mig, FERRY_MIGRATION_INTERFACE, "Perform");
+                if (r >= 0)
+                        r = sd_bus_message_append(m, "s", hv_uri);
+                if (r >= 0)
+                        r = sd_bus_call_async(src, &call, m, on_call_reply, &performed, LONG_CALL_USEC);
+                if (r < 0) {
+                        give_up(dst, dst_mig, "Finish");
+                        give_up(src, mig, "Confirm");
+                        return ctl_report_error("cannot call Perform", NULL, r);
+                }
+                r = watch(src, mig, a->verbose, &performed, &p);
+                if (r < 0)
+                        goto out;
+                if (sd_bus_message_is_method_error(performed, NULL)) {
+                        const sd_bus_error *e = sd_bus_message_get_error(performed);
+                        /* The source resumed its guest; the destination throws its copy away. */
+                        give_up(dst, dst_mig, "Finish");
+                        if (read_progress(src, mig, &p) >= 0 && strcmp(p.state, "running") != 0 && p.error_message && *p.error_message)
+                                r = report_failed("perform", p.error_message, p.error_name);
+                        else
+                                r = report_failed("perform", e->message ?: e->name, e->name);
+                        goto out;
+                }
+
+                /* Finish, on the destination: the guest runs there when this returns. */
+                sd_bus_error_free(&error);
+                r = sd_bus_call_method(dst, FERRY_BUS_NAME, dst_mig, FERRY_MIGRATION_INTERFACE, "Finish", &error, NULL,
+                                       "b", 1);
+                if (r < 0) {
+                        g_autofree char *msg = NULL;
+                        if (sd_bus_error_has_names(&error, SD_BUS_ERROR_NO_REPLY, SD_BUS_ERROR_DISCONNECTED,
+                                                   SD_BUS_ERROR_TIMEOUT) || !sd_bus_error_is_set(&error)) {
+                                /* Whether the destination runs the guest is unknown: resuming the
+                                 * source could run it twice. We go, and the source leaves it paused. */
+                                msg = g_strdup_printf("lost the destination during Finish (%s); the guest is left paused "
+                                                      "on the source: check the destination before resuming it",
+                                                      error.message ?: strerror(-r));
+                                r = report_failed("finish", msg, error.name);
+                                goto out;
+                        }
+                        give_up(src, mig, "Confirm");
+                        msg = g_strdup_printf("the destination could not finish: %s", error.message ?: error.name);
+                        r = report_failed("finish", msg, error.name);
+                        goto out;
+                }
+        }
+
+        /* Confirm: the source's copy goes. */
+        sd_bus_error_free(&error);
+        r = sd_bus_call_method(src, FERRY_BUS_NAME, mig, FERRY_MIGRATION_INTERFACE, "Confirm", &error, NULL, "b", 1);
+        if (r < 0) {
+                r = ctl_report_error("Confirm failed on the source (the guest runs on the destination)", &error, r);
+                goto out;
+        }
+        r = read_progress(src, mig, &p);
+        if (r >= 0 && a->verbose)
+                draw(&p, true);
+out:
+        progress_done(&p);
         return r;
 }
 
@@ -247,11 +498,9 @@ int ctl_migrate(int argc, char **argv) {
         _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
         _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL, *reply = NULL;
-        _cleanup_(sd_bus_slot_unrefp) sd_bus_slot *match = NULL;
         _cleanup_free_ char *domain_path = NULL, *migration = NULL;
-        _cleanup_(migrate_args_done) MigrateArgs a = {};
         const char *path;
-        bool dirty = true;
+        _cleanup_(migrate_args_done) MigrateArgs a = {};
         Progress p = {};
         int r;
 
@@ -265,12 +514,16 @@ int ctl_migrate(int argc, char **argv) {
         r = ctl_find_domain(bus, a.domain, &domain_path);
         if (r < 0)
                 return r;
+        if (!a.p2p && !a.direct)
+                return migrate_managed(bus, domain_path, a.destination, &a);
 
+        /* Peer to peer (the source's ferryd drives every phase) or unmanaged direct: one call,
+         * then the job is followed until it ends. */
         r = sd_bus_message_new_method_call(bus, &m, FERRY_BUS_NAME, domain_path, FERRY_DOMAIN_INTERFACE, "Migrate");
         if (r >= 0)
                 r = sd_bus_message_append(m, "s", a.destination);
         if (r >= 0)
-                r = migrate_args_append(m, &a);
+                r = migrate_args_append(m, &a, false, false);
         if (r >= 0)
                 r = sd_bus_message_append(m, "t", (uint64_t) 0);
         if (r < 0)
@@ -282,32 +535,10 @@ int ctl_migrate(int argc, char **argv) {
         if (r < 0)
                 return ctl_report_error("bad reply from ferryd", NULL, r);
         migration = strdup(path);
+        if (!migration)
+                return ctl_report_error("out of memory", NULL, -ENOMEM);
 
-        /* Subscribe first, then read: no change can slip between the two. */
-        r = sd_bus_match_signal(bus, &match, FERRY_BUS_NAME, migration, "org.freedesktop.DBus.Properties",
-                                "PropertiesChanged", on_changed, &dirty);
-        if (r < 0)
-                return ctl_report_error("cannot watch the migration", NULL, r);
-        for (;;) {
-                if (dirty) {
-                        dirty = false;
-                        r = read_progress(bus, migration, &p);
-                        if (r < 0)
-                                break;
-                        if (strcmp(p.state, "running") != 0)
-                                break;
-                        if (a.verbose)
-                                draw(&p, false);
-                }
-                r = sd_bus_process(bus, NULL);
-                if (r < 0)
-                        return ctl_report_error("lost ferryd", NULL, r);
-                if (r > 0)
-                        continue;
-                r = sd_bus_wait(bus, UINT64_MAX);
-                if (r < 0)
-                        return ctl_report_error("lost ferryd", NULL, r);
-        }
+        r = watch(bus, migration, a.verbose, NULL, &p);
         if (r >= 0) {
                 if (a.verbose)
                         draw(&p, true);

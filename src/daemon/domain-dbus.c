@@ -321,6 +321,47 @@ static int method_migrate(sd_bus_message *msg, void *userdata, sd_bus_error *err
         return sd_bus_reply_method_return(msg, "o", mig->object_path);
 }
 
+static int method_migrate_begin(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        _cleanup_(migration_options_done) MigrationOptions options = {};
+        g_autofree char *why = NULL;
+        _cleanup_free_ char *xml = NULL;
+        const char *uri;
+        Domain *d = userdata;
+        Migration *mig;
+        uint64_t flags;
+        int r;
+
+        r = sd_bus_message_read(msg, "s", &uri);
+        if (r < 0)
+                return r;
+        r = migration_options_read(msg, &options, error);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_read(msg, "t", &flags);
+        if (r < 0)
+                return r;
+        if (flags != 0)
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Unknown flags 0x%" PRIx64 ".", flags);
+        const char *details[] = { "domain_name", d->def->name, "domain_uuid", d->uuid_string,
+                                  "destination", uri, NULL };
+        r = polkit_verify(d->manager->polkit, msg, FERRY_ACTION_MIGRATE, details, error);
+        if (r <= 0)
+                return r < 0 ? r : 1;
+
+        /* Managed direct: the caller drives the other phases (Migration.Perform, .Confirm). */
+        r = migration_begin_managed(d, uri, &options, sd_bus_message_get_sender(msg), &mig, &xml, &why);
+        if (r == -EINVAL)
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Cannot migrate: %s", strna(why));
+        if (r == -E2BIG)
+                return sd_bus_error_setf(error, SD_BUS_ERROR_LIMITS_EXCEEDED,
+                                         "Too many migrations at once (at most %u).", MIGRATIONS_MAX);
+        if (r == -EIO)
+                return sd_bus_error_setf(error, FERRY_ERROR_MIGRATION_FAILED, "Cannot migrate: %s", strna(why));
+        if (r < 0)
+                return errno_to_bus(error, r, "migrate", d);
+        return sd_bus_reply_method_return(msg, "os", mig->object_path, xml);
+}
+
 static int property_get_name(sd_bus *bus, const char *path, const char *interface, const char *property,
                              sd_bus_message *reply, void *userdata, sd_bus_error *error) {
         Domain *d = userdata;
@@ -442,6 +483,9 @@ static const sd_bus_vtable domain_vtable[] = {
                                 method_set_autostart, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("Migrate", SD_BUS_ARGS("s", destination_uri, "a{sv}", options, "t", flags),
                                 SD_BUS_RESULT("o", migration), method_migrate, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("MigrateBegin", SD_BUS_ARGS("s", destination_uri, "a{sv}", options, "t", flags),
+                                SD_BUS_RESULT("o", migration, "s", xml), method_migrate_begin,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_VTABLE_END
 };
 

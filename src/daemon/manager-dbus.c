@@ -318,8 +318,13 @@ static void on_prepared(void *userdata, Migration *mig, int error, const char *m
                                                        error == -EINVAL ? FERRY_ERROR_INVALID_DEFINITION :
                                                        FERRY_ERROR_MIGRATION_FAILED,
                                                   "Prepare failed: %s", message ?: strerror(-error));
-        else
+        else {
+                /* Until Finish, the incoming guest exists only for the caller (the source's
+                 * ferryd, or a managed direct client): if it goes away, so does the guest. */
+                if (mig->state == MIGRATION_RUNNING && migration_track_client(mig, sd_bus_message_get_sender(msg)) < 0)
+                        log_warning("Migration %u: cannot watch the caller of PrepareMigration, ignoring.", mig->id);
                 (void) sd_bus_reply_method_return(msg, "os", mig->object_path, uri);
+        }
         sd_bus_message_unref(msg);
 }
 

@@ -168,11 +168,24 @@ int migration_options_read(sd_bus_message *msg, MigrationOptions *o, sd_bus_erro
         return sd_bus_message_exit_container(msg);
 }
 
+/* Managed direct: the job belongs to the client that began it (its phases must not be driven
+ * by two clients at once); everyone else is refused before polkit is asked. */
+static int check_client(Migration *mig, sd_bus_message *msg, sd_bus_error *error) {
+        if (migration_is_client(mig, sd_bus_message_get_sender(msg)))
+                return 0;
+        return sd_bus_error_setf(error, SD_BUS_ERROR_ACCESS_DENIED,
+                                 "Migration %u of %s is driven by the client that began it (%s); only it may call this.",
+                                 mig->id, mig->domain_name, strna(mig->client));
+}
+
 static int method_cancel(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         Migration *mig = userdata;
         const char *details[] = { "domain_name", mig->domain_name, NULL };
         int r;
 
+        r = check_client(mig, msg, error);
+        if (r < 0)
+                return r;
         r = polkit_verify(mig->manager->polkit, msg, FERRY_ACTION_MIGRATE, details, error);
         if (r <= 0)
                 return r < 0 ? r : 1;
@@ -213,6 +226,81 @@ static int method_set_max_downtime(sd_bus_message *msg, void *userdata, sd_bus_e
 
 static int method_start_post_copy(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         return sd_bus_error_setf(error, SD_BUS_ERROR_NOT_SUPPORTED, "Post-copy is not implemented yet.");
+}
+
+static void on_performed(void *userdata, int error, const char *message) {
+        sd_bus_message *msg = userdata;
+
+        if (error < 0)
+                (void) sd_bus_reply_method_errorf(msg, FERRY_ERROR_MIGRATION_FAILED, "Perform failed: %s",
+                                                  message ?: strerror(-error));
+        else
+                (void) sd_bus_reply_method_return(msg, NULL);
+        sd_bus_message_unref(msg);
+}
+
+static int method_perform(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        Migration *mig = userdata;
+        const char *details[] = { "domain_name", mig->domain_name, NULL };
+        g_autofree char *why = NULL;
+        const char *uri;
+        int r;
+
+        r = sd_bus_message_read(msg, "s", &uri);
+        if (r < 0)
+                return r;
+        if (!mig->managed)
+                return sd_bus_error_setf(error, FERRY_ERROR_INVALID_STATE,
+                                         "Only a managed direct migration (Domain.MigrateBegin) takes Perform.");
+        r = check_client(mig, msg, error);
+        if (r < 0)
+                return r;
+        r = polkit_verify(mig->manager->polkit, msg, FERRY_ACTION_MIGRATE, details, error);
+        if (r <= 0)
+                return r < 0 ? r : 1;
+
+        r = migration_perform_managed(mig, uri, on_performed, sd_bus_message_ref(msg), &why);
+        if (r < 0) {
+                sd_bus_message_unref(msg);
+                if (r == -EINVAL)
+                        return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Invalid hypervisor URI: %s",
+                                                 strna(why));
+                if (r == -ENOTCONN)
+                        return sd_bus_error_setf(error, FERRY_ERROR_INVALID_STATE,
+                                                 "Migration %u is %s in phase %s: Perform comes once, after Begin%s.",
+                                                 mig->id, migration_state_to_string(mig->state),
+                                                 migration_phase_to_string(mig->phase),
+                                                 mig->options.offline ? " (and not for offline)" : "");
+                return r;
+        }
+        return 1;
+}
+
+static int method_confirm(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        Migration *mig = userdata;
+        const char *details[] = { "domain_name", mig->domain_name, NULL };
+        int success, r;
+
+        r = sd_bus_message_read(msg, "b", &success);
+        if (r < 0)
+                return r;
+        if (!mig->managed)
+                return sd_bus_error_setf(error, FERRY_ERROR_INVALID_STATE,
+                                         "Only a managed direct migration (Domain.MigrateBegin) takes Confirm.");
+        r = check_client(mig, msg, error);
+        if (r < 0)
+                return r;
+        r = polkit_verify(mig->manager->polkit, msg, FERRY_ACTION_MIGRATE, details, error);
+        if (r <= 0)
+                return r < 0 ? r : 1;
+
+        r = migration_confirm_managed(mig, success);
+        if (r < 0)
+                return sd_bus_error_setf(error, FERRY_ERROR_INVALID_STATE,
+                                         "Migration %u is %s in phase %s: Confirm(true) comes after a completed Perform.",
+                                         mig->id, migration_state_to_string(mig->state),
+                                         migration_phase_to_string(mig->phase));
+        return sd_bus_reply_method_return(msg, NULL);
 }
 
 static void on_finished(void *userdata, int error, const char *message) {
@@ -283,7 +371,7 @@ static int property_get_domain(sd_bus *bus, const char *path, const char *interf
 
 STRING_PROPERTY(property_get_domain_name, mig->domain_name)
 STRING_PROPERTY(property_get_direction, migration_direction_to_string(mig->direction))
-STRING_PROPERTY(property_get_flow, mig->options.direct ? "unmanaged-direct" : "peer-to-peer")
+STRING_PROPERTY(property_get_flow, migration_flow_to_string(mig))
 STRING_PROPERTY(property_get_transport, "native")
 STRING_PROPERTY(property_get_phase, migration_phase_to_string(mig->phase))
 STRING_PROPERTY(property_get_state, migration_state_to_string(mig->state))
@@ -411,6 +499,10 @@ static const sd_bus_vtable migration_vtable[] = {
         SD_BUS_METHOD("StartPostCopy", NULL, NULL, method_start_post_copy, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("Finish", SD_BUS_ARGS("b", success), SD_BUS_NO_RESULT,
                                 method_finish, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("Perform", SD_BUS_ARGS("s", hypervisor_uri), SD_BUS_NO_RESULT,
+                                method_perform, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("Confirm", SD_BUS_ARGS("b", success), SD_BUS_NO_RESULT,
+                                method_confirm, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_VTABLE_END
 };
 

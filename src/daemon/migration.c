@@ -13,6 +13,7 @@
 #include "manager.h"
 #include "hook.h"
 #include "migration-options.h"
+#include "migration-internal.h"
 #include "migration-peer.h"
 #include "migration-uri.h"
 #include "migration.h"
@@ -95,7 +96,7 @@ JsonObject *migration_tls_object_args(const char *dir, bool server) {
         return o;
 }
 
-static Domain *migration_domain(Migration *m) {
+Domain *migration_domain(Migration *m) {
         return m->domain_name ? manager_find_domain_by_name(m->manager, m->domain_name) : NULL;
 }
 
@@ -107,12 +108,17 @@ Migration *migration_free(Migration *m) {
          * keeps its record, so that the next ferryd can undo the migration. */
         if (d && d->migration == m)
                 domain_detach_migration(d);
+        /* ferryd is stopping under a Perform call: it gets an answer. */
+        managed_perform_answer(m, -ECANCELED, "ferryd is stopping");
         sd_bus_slot_unref(m->peer_call);
         sd_bus_slot_unref(m->abort_call);
         sd_bus_slot_unref(m->peer_watch);
         peer_close(m->peer);
         free(m->peer_owner);
         sd_bus_message_unref(m->pending_finish);
+        sd_bus_track_unref(m->client_track);
+        sd_bus_slot_unref(m->client_check);
+        free(m->client);
         sd_event_source_disable_unref(m->stats_timer);
         sd_event_source_disable_unref(m->suspend_timer);
         sd_event_source_disable_unref(m->expire_timer);
@@ -130,7 +136,7 @@ Migration *migration_free(Migration *m) {
         return mfree(m);
 }
 
-static int migration_new(Manager *manager, MigrationDirection direction, Domain *d, Migration **ret) {
+int migration_new(Manager *manager, MigrationDirection direction, Domain *d, Migration **ret) {
         _cleanup_(migration_freep) Migration *m = NULL;
         int r;
 
@@ -160,7 +166,7 @@ static void changed(Migration *m) {
         manager_migration_changed(m->manager, m);
 }
 
-static void set_phase(Migration *m, MigrationPhase p) {
+void set_phase(Migration *m, MigrationPhase p) {
         log_info("Migration %u (%s %s): phase %s.", m->id, migration_direction_to_string(m->direction),
                  m->domain_name, migration_phase_to_string(p));
         m->phase = p;
@@ -175,7 +181,7 @@ static int on_expire(sd_event_source *s, uint64_t usec, void *userdata) {
 
 /* The end: the result is recorded, the domain's slot given back, the job stays visible a
  * while for whoever wants to read how it went. */
-static void migration_end(Migration *m, MigrationState state, const char *error_name, const char *message) {
+void migration_end(Migration *m, MigrationState state, const char *error_name, const char *message) {
         Domain *d = migration_domain(m);
 
         if (m->state != MIGRATION_RUNNING)
@@ -198,8 +204,12 @@ static void migration_end(Migration *m, MigrationState state, const char *error_
          * destination cannot check who sent it (polkit) and would keep its copy. */
         if (!m->abort_call)
                 m->peer = peer_close(m->peer);
+        m->client_track = sd_bus_track_unref(m->client_track);
+        m->client_check = sd_bus_slot_unref(m->client_check);
         if (d && d->migration == m)
                 domain_end_migration(d);
+        /* A Perform waiting for QEMU (managed direct) gets its answer now. */
+        managed_perform_answer(m, state == MIGRATION_COMPLETED ? 0 : -EIO, m->error_message);
         /* A Finish waiting for QEMU gets its answer now (an error: we are not running), so
          * the source resumes its guest instead of waiting for a timeout. */
         if (m->pending_finish)
@@ -263,9 +273,7 @@ static int on_stats_timer(sd_event_source *s, uint64_t usec, void *userdata) {
 
 /* ---- source side ---- */
 
-static void source_fail(Migration *m, const char *error_name, const char *message);
-
-static void resume_source(Migration *m) {
+void resume_source(Migration *m) {
         Domain *d = migration_domain(m);
         if (m->options.offline)
                 return; /* the guest was never touched */
@@ -290,7 +298,7 @@ static int on_peer_finish_abort(sd_bus_message *reply, void *userdata, sd_bus_er
         return 0;
 }
 
-static void source_fail(Migration *m, const char *error_name, const char *message) {
+void source_fail(Migration *m, const char *error_name, const char *message) {
         Domain *d = migration_domain(m);
 
         if (m->state != MIGRATION_RUNNING)
@@ -422,6 +430,12 @@ void migration_qemu_event(Migration *m, const char *status) {
                         migration_end(m, MIGRATION_COMPLETED, NULL, NULL);
                         return;
                 }
+                if (m->managed) {
+                        /* The client calls Finish on the destination itself, then Confirm here. */
+                        m->stats_timer = sd_event_source_disable_unref(m->stats_timer);
+                        managed_performed(m);
+                        return;
+                }
                 source_finish(m);
         } else if (strcmp(status, "failed") == 0)
                 source_fail(m, FERRY_ERROR_MIGRATION_FAILED, "QEMU's migration failed");
@@ -522,7 +536,7 @@ static void on_tls_creds_added(QemuMonitor *mon, int error, const char *error_cl
         source_migrate(m);
 }
 
-static void source_perform(Migration *m) {
+void source_perform(Migration *m) {
         Domain *d = migration_domain(m);
         QemuMonitor *mon = d ? domain_monitor(d) : NULL;
         g_autofree char *dir = NULL;
@@ -573,12 +587,34 @@ static void abort_late_prepare(Migration *m, sd_bus_message *reply) {
         m->peer = peer_close(m->peer);
 }
 
+int outgoing_set_hypervisor_uri(Migration *m, const char *uri, char **ret_error) {
+        _cleanup_(migration_uri_freep) MigrationUri *parsed = NULL;
+        g_autofree char *why = NULL;
+
+        /* What the destination gives us is input too: it must be a tcp: or unix: address. */
+        if (migration_uri_parse(uri, &parsed, &why) < 0) {
+                *ret_error = g_strdup_printf("the destination offered an unusable address: %s", strna(why));
+                return -EINVAL;
+        }
+        if (m->options.tls && parsed->kind != MIGRATION_URI_TCP) {
+                *ret_error = g_strdup("TLS needs a tcp: address from the destination");
+                return -EINVAL;
+        }
+        free(m->hypervisor_uri);
+        m->hypervisor_uri = migration_uri_to_qemu(parsed);
+        free(m->tls_hostname);
+        m->tls_hostname = parsed->host ? strdup(parsed->host) : NULL;
+        if (!m->hypervisor_uri)
+                return -ENOMEM;
+        changed(m);
+        return 0;
+}
+
 static int on_peer_prepared(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error) {
         Migration *m = userdata;
         const sd_bus_error *e = sd_bus_message_get_error(reply);
         g_autofree char *why = NULL;
         const char *path, *uri;
-        _cleanup_(migration_uri_freep) MigrationUri *parsed = NULL;
 
         if (m->state != MIGRATION_RUNNING) {
                 abort_late_prepare(m, reply);
@@ -609,21 +645,10 @@ static int on_peer_prepared(sd_bus_message *reply, void *userdata, sd_bus_error 
                 migration_end(m, MIGRATION_COMPLETED, NULL, NULL);
                 return 0;
         }
-        /* What the destination gives us is input too: it must be a tcp: or unix: address. */
-        if (migration_uri_parse(uri, &parsed, &why) < 0) {
-                g_autofree char *msg = g_strdup_printf("the destination offered an unusable address: %s", strna(why));
-                source_fail(m, FERRY_ERROR_MIGRATION_FAILED, msg);
+        if (outgoing_set_hypervisor_uri(m, uri, &why) < 0) {
+                source_fail(m, FERRY_ERROR_MIGRATION_FAILED, why);
                 return 0;
         }
-        if (m->options.tls && parsed->kind != MIGRATION_URI_TCP) {
-                source_fail(m, FERRY_ERROR_MIGRATION_FAILED, "TLS needs a tcp: address from the destination");
-                return 0;
-        }
-        free(m->hypervisor_uri);
-        m->hypervisor_uri = migration_uri_to_qemu(parsed);
-        free(m->tls_hostname);
-        m->tls_hostname = parsed->host ? strdup(parsed->host) : NULL;
-        changed(m);
         source_perform(m);
         return 0;
 }
@@ -668,8 +693,8 @@ static int on_peer_host_uuid(sd_bus_message *reply, void *userdata, sd_bus_error
         return 0;
 }
 
-int migration_start_outgoing(Domain *d, const char *destination_uri, MigrationOptions *options,
-                             Migration **ret, char **ret_error) {
+int outgoing_new(Domain *d, const char *destination_uri, MigrationOptions *options, bool managed,
+                 Migration **ret, MigrationUri **ret_hv, char **ret_address, char **ret_error) {
         _cleanup_(ferry_uri_freep) FerryUri *dest = NULL;
         _cleanup_(migration_uri_freep) MigrationUri *hv = NULL;
         g_autofree char *address = NULL;
@@ -677,6 +702,10 @@ int migration_start_outgoing(Domain *d, const char *destination_uri, MigrationOp
         int r;
 
         if (options->direct) {
+                if (managed) {
+                        *ret_error = g_strdup("the direct option (unmanaged direct) is for Domain.Migrate, not MigrateBegin");
+                        return -EINVAL;
+                }
                 /* The destination URI is the hypervisor URI itself. */
                 if (options->offline || options->hypervisor_uri || options->persistent || options->destination_xml ||
                     options->destination_name || options->listen_address) {
@@ -724,7 +753,8 @@ int migration_start_outgoing(Domain *d, const char *destination_uri, MigrationOp
                 if (d->op != DOMAIN_OP_NONE || !domain_monitor(d))
                         return -EBUSY;
         }
-        if (dest) {
+        /* Managed direct: the client connects to the destination, not us. */
+        if (dest && !managed) {
                 r = ferry_uri_to_bus_address(dest, &address);
                 if (r < 0)
                         return r;
@@ -733,6 +763,7 @@ int migration_start_outgoing(Domain *d, const char *destination_uri, MigrationOp
         r = migration_new(d->manager, MIGRATION_OUTGOING, d, &m);
         if (r < 0)
                 return r;
+        m->managed = managed;
         m->destination_uri = strdup(destination_uri);
         m->options = *options;
         *options = (MigrationOptions) {};
@@ -740,26 +771,47 @@ int migration_start_outgoing(Domain *d, const char *destination_uri, MigrationOp
         m->options.paused = m->options.paused || d->state == DOMAIN_PAUSED;
         if (!m->options.offline) {
                 r = domain_begin_migration(d, m);
-                if (r < 0)
-                        goto fail;
+                if (r < 0) {
+                        manager_remove_migration(d->manager, m);
+                        return r;
+                }
         }
         manager_migration_added(d->manager, m);
+        *ret = m;
+        if (ret_hv)
+                *ret_hv = TAKE_PTR(hv);
+        if (ret_address)
+                *ret_address = TAKE_PTR(address);
 
         if (m->options.tls && !m->options.offline) {
                 g_autofree char *dir = migration_tls_dir(d->manager->config_dir);
                 g_autofree char *why = NULL;
                 if (migration_tls_check_files(dir, false, &why) < 0) {
                         source_fail(m, FERRY_ERROR_MIGRATION_FAILED, why);
-                        *ret = m;
                         return 0;
                 }
         }
+        return 1;
+}
+
+int migration_start_outgoing(Domain *d, const char *destination_uri, MigrationOptions *options,
+                             Migration **ret, char **ret_error) {
+        _cleanup_(migration_uri_freep) MigrationUri *hv = NULL;
+        g_autofree char *address = NULL;
+        Migration *m;
+        int r;
+
+        r = outgoing_new(d, destination_uri, options, false, &m, &hv, &address, ret_error);
+        if (r < 0)
+                return r;
+        *ret = m;
+        if (r == 0) /* the job is there, and failed already */
+                return 0;
 
         if (m->options.direct) {
                 m->hypervisor_uri = migration_uri_to_qemu(hv);
                 m->tls_hostname = hv->host ? strdup(hv->host) : NULL;
                 source_perform(m);
-                *ret = m;
                 return 0;
         }
 
@@ -772,11 +824,7 @@ int migration_start_outgoing(Domain *d, const char *destination_uri, MigrationOp
                 g_autofree char *msg = g_strdup_printf("cannot connect to %s: %s", destination_uri, strerror(-r));
                 source_fail(m, FERRY_ERROR_MIGRATION_FAILED, msg);
         }
-        *ret = m;
         return 0;
-fail:
-        manager_remove_migration(d->manager, m);
-        return r;
 }
 
 /* ---- a restarted ferryd ---- */
@@ -1186,7 +1234,7 @@ int migration_finish_incoming(Migration *m, bool success, MigrationDone done, vo
 int migration_cancel(Migration *m) {
         if (m->state != MIGRATION_RUNNING)
                 return -ENOTCONN;
-        if (m->direction != MIGRATION_OUTGOING || m->finish_sent)
+        if (m->direction != MIGRATION_OUTGOING || m->finish_sent || m->perform_done)
                 return -EBUSY; /* past the point of no return */
         source_fail(m, FERRY_ERROR_MIGRATION_CANCELLED, "cancelled by request");
         return 0;

@@ -11,13 +11,17 @@
 
 /* A migration job, libvirt's v3 protocol (Begin, Prepare, Perform, Finish, Confirm), in the
  * peer-to-peer flow: the source ferryd drives every phase and talks to the destination ferryd
- * itself (migration-peer.c). The destination keeps its own Migration object for the incoming
- * side. No bus code for our own clients here: migration-dbus.c is that edge. */
+ * itself (migration-peer.c); or in the managed direct flow: a client drives the phases on both
+ * ferryds (migration-managed.c). The destination keeps its own Migration object for the
+ * incoming side. No bus code for our own clients here: migration-dbus.c is that edge. */
 
 typedef struct Manager Manager;
 typedef struct Domain Domain;
 typedef struct QemuMonitor QemuMonitor;
 typedef struct OutgoingMigrationRecord OutgoingMigrationRecord;
+
+/* The answer to an asynchronous step: error < 0 with a message when it failed. */
+typedef void (*MigrationDone)(void *userdata, int error, const char *message);
 
 typedef enum MigrationDirection { MIGRATION_OUTGOING, MIGRATION_INCOMING } MigrationDirection;
 
@@ -91,7 +95,17 @@ typedef struct Migration {
         char *error_name;
         char *error_message;
 
+        /* The client whose going away ends the job: the one that called MigrateBegin (managed
+         * direct, outgoing), the caller of PrepareMigration (incoming). */
+        char *client;              /* its unique bus name */
+        sd_bus_track *client_track;
+        sd_bus_slot *client_check; /* GetNameOwner: was it gone before we watched? */
+
         /* outgoing */
+        bool managed;              /* managed direct: a client drives the phases */
+        bool perform_done;         /* managed: QEMU sent everything, the guest is paused here */
+        MigrationDone perform_done_cb; /* managed: the answer to Perform */
+        void *perform_userdata;
         sd_bus *peer;              /* connection to the destination ferryd */
         char *peer_migration;      /* its Migration object */
         char *peer_owner;          /* the unique name of the ferryd that prepared it */
@@ -143,6 +157,27 @@ void migration_options_done(MigrationOptions *o);
 int migration_start_outgoing(Domain *d, const char *destination_uri, MigrationOptions *options,
                              Migration **ret, char **ret_error);
 
+/* Managed direct, source side (migration-managed.c). Begin: the checks of
+ * migration_start_outgoing, the job (phase begin) holding the domain's slot, and the XML for
+ * the destination's Prepare (g_free() it). client: the caller's unique bus name; only it may
+ * drive the job, and its going away ends the job. */
+int migration_begin_managed(Domain *d, const char *destination_uri, MigrationOptions *options,
+                            const char *client, Migration **ret, char **ret_xml, char **ret_error);
+/* Perform: hypervisor_uri is what the destination's Prepare returned. done() runs once QEMU
+ * sent everything (the guest is paused here), or with the error (the guest runs here again).
+ * -ENOTCONN: not the phase for it; -EINVAL with *ret_error: a bad address. */
+int migration_perform_managed(Migration *m, const char *hypervisor_uri, MigrationDone done, void *userdata,
+                              char **ret_error);
+/* Confirm: success -> the source's QEMU goes (and the definition with undefine_source);
+ * false -> the guest runs here again. -ENOTCONN: not the phase for it. */
+int migration_confirm_managed(Migration *m, bool success);
+/* Whether name is the client that drives m (always true for jobs without one). */
+bool migration_is_client(const Migration *m, const char *name);
+/* Watches the unique bus name of m's client (see Migration.client). */
+int migration_track_client(Migration *m, const char *name);
+
+const char *migration_flow_to_string(const Migration *m);
+
 /* Destination side, called by the source's ferryd: Prepare. Defines the incoming domain,
  * starts its QEMU waiting for the stream; done() gets the hypervisor URI to give the source. */
 typedef void (*MigrationPrepared)(void *userdata, Migration *m, int error, const char *message,
@@ -152,7 +187,6 @@ int migration_prepare_incoming(Manager *manager, const char *xml, MigrationOptio
 
 /* Destination side: Finish. success=false: throw the incoming guest away. The reply comes once
  * the guest runs (or is gone). */
-typedef void (*MigrationDone)(void *userdata, int error, const char *message);
 int migration_finish_incoming(Migration *m, bool success, MigrationDone done, void *userdata);
 
 int migration_cancel(Migration *m);

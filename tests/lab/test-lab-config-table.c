@@ -117,6 +117,7 @@ static void test_row(gconstpointer data) {
 
         g_autoptr(GPtrArray) args = g_ptr_array_new();
         g_ptr_array_add(args, (char *) "migrate");
+        g_ptr_array_add(args, (char *) "--p2p");
         if (row->undefine_source)
                 g_ptr_array_add(args, (char *) "--undefinesource");
         if (row->persistent)
@@ -177,7 +178,7 @@ static void test_offline(void) {
         put("a", "refuse3.xml", xml3);
         g_assert_cmpint(CTL("a", &r, "define", "/etc/ferry/off1.xml"), ==, 0);
         lab_result_clear(&r);
-        g_assert_cmpint(CTL("a", &r, "migrate", "--offline", "--persistent", "off1", TO_B), ==, 0);
+        g_assert_cmpint(CTL("a", &r, "migrate", "--p2p", "--offline", "--persistent", "off1", TO_B), ==, 0);
         lab_result_clear(&r);
         g_assert_cmpint(CTL("b", &r, "dominfo", "off1"), ==, 0);
         g_assert_nonnull(strstr(r.out, "State:          shut off"));
@@ -189,7 +190,7 @@ static void test_offline(void) {
         /* A transient domain has no definition to move. */
         g_assert_cmpint(CTL("a", &r, "create", "/etc/ferry/off2.xml"), ==, 0);
         lab_result_clear(&r);
-        g_assert_cmpint(CTL("a", &r, "migrate", "--offline", "off2", TO_B), ==, 1);
+        g_assert_cmpint(CTL("a", &r, "migrate", "--p2p", "--offline", "off2", TO_B), ==, 1);
         g_assert_nonnull(strstr(r.err, "must be persistent"));
         lab_result_clear(&r);
         g_assert_cmpint(CTL("a", &r, "destroy", "off2"), ==, 0);
@@ -205,14 +206,14 @@ static void test_offline(void) {
         g_assert_cmpint(g_chmod(hook, 0755), ==, 0);
         g_assert_cmpint(CTL("a", &r, "define", "/etc/ferry/off2.xml"), ==, 0);
         lab_result_clear(&r);
-        g_assert_cmpint(CTL("a", &r, "migrate", "--offline", "--persistent", "off2", TO_B), ==, 0);
+        g_assert_cmpint(CTL("a", &r, "migrate", "--p2p", "--offline", "--persistent", "off2", TO_B), ==, 0);
         lab_result_clear(&r);
         g_assert_cmpint(CTL("b", &r, "dumpxml", "--inactive", "off2"), ==, 0);
         g_assert_nonnull(strstr(r.out, "<title>hooked</title>"));
         lab_result_clear(&r);
         g_assert_cmpint(CTL("a", &r, "define", "/etc/ferry/refuse3.xml"), ==, 0);
         lab_result_clear(&r);
-        g_assert_cmpint(CTL("a", &r, "migrate", "--offline", "--persistent", "refuse3", TO_B), ==, 1);
+        g_assert_cmpint(CTL("a", &r, "migrate", "--p2p", "--offline", "--persistent", "refuse3", TO_B), ==, 1);
         g_assert_nonnull(strstr(r.err, "hook refused"));
         lab_result_clear(&r);
         g_assert_cmpint(CTL("b", &r, "dominfo", "refuse3"), ==, 1);

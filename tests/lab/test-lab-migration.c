@@ -59,7 +59,7 @@ static void test_and_back_persistent(void) {
         g_autofree char *on_a = NULL;
 
         lab_guest_create("b", "db1", true);
-        CTL("b", &r, "migrate", "db1", TO_A);
+        CTL("b", &r, "migrate", "--p2p", "db1", TO_A);
         g_assert_cmpint(r.status, ==, 0);
         on_a = lab_domain_state("a", "db1");
         g_assert_cmpstr(on_a, ==, "running");
@@ -75,7 +75,7 @@ static void test_refusals_leave_guest_running(void) {
         g_auto(LabResult) r = {};
 
         /* The same host. */
-        CTL("b", &r, "migrate", "web1", "ferry+unix:///system?socket=/run/ferry-lab-peers/b/system_bus_socket");
+        CTL("b", &r, "migrate", "--p2p", "web1", "ferry+unix:///system?socket=/run/ferry-lab-peers/b/system_bus_socket");
         g_assert_cmpint(r.status, ==, 1);
         g_assert_nonnull(strstr(r.err, "same host"));
         g_autofree char *s1 = lab_domain_state("b", "web1");
@@ -84,7 +84,7 @@ static void test_refusals_leave_guest_running(void) {
 
         /* A name taken by a running domain there. */
         lab_guest_create("a", "web1", false);
-        CTL("b", &r, "migrate", "web1", TO_A);
+        CTL("b", &r, "migrate", "--p2p", "web1", TO_A);
         g_assert_cmpint(r.status, ==, 1);
         g_assert_nonnull(strstr(r.err, "DomainExists"));
         g_autofree char *s2 = lab_domain_state("b", "web1");
@@ -94,14 +94,14 @@ static void test_refusals_leave_guest_running(void) {
         lab_result_clear(&r);
 
         /* Nobody there. */
-        CTL("b", &r, "migrate", "web1", "ferry+unix:///system?socket=/run/nonexistent/socket");
+        CTL("b", &r, "migrate", "--p2p", "web1", "ferry+unix:///system?socket=/run/nonexistent/socket");
         g_assert_cmpint(r.status, ==, 1);
         g_autofree char *s4 = lab_domain_state("b", "web1");
         g_assert_cmpstr(s4, ==, "running");
         lab_result_clear(&r);
 
         /* QEMU's exec: and other tricks never get through. */
-        CTL("b", &r, "migrate", "--migrateuri", "exec:/bin/sh -c true", "web1", TO_A);
+        CTL("b", &r, "migrate", "--p2p", "--migrateuri", "exec:/bin/sh -c true", "web1", TO_A);
         g_assert_cmpint(r.status, ==, 1);
         g_assert_nonnull(strstr(r.err, "InvalidArgs"));
         lab_result_clear(&r);
@@ -150,7 +150,7 @@ static void test_over_ssh(void) {
         g_auto(LabResult) r = {};
 
         /* The source ferryd reaches the destination as root over ssh (systemd-stdio-bridge). */
-        CTL("b", &r, "migrate", "--verbose", "web1", "ferry+ssh://a/system");
+        CTL("b", &r, "migrate", "--p2p", "--verbose", "web1", "ferry+ssh://a/system");
         g_test_message("%s", r.err);
         g_assert_cmpint(r.status, ==, 0);
         g_autofree char *on_a = lab_domain_state("a", "web1");
@@ -247,7 +247,7 @@ static void test_native_tls(void) {
 
         /* b takes only TLS: a plain migration is refused there, the guest stays on a. */
         lab_force_tls("b", true);
-        CTL("a", &r, "migrate", "tls1", TO_B);
+        CTL("a", &r, "migrate", "--p2p", "tls1", TO_B);
         g_test_message("%s", r.err);
         g_assert_cmpint(r.status, ==, 1);
         g_assert_nonnull(strstr(r.err, "requires TLS"));
@@ -258,7 +258,7 @@ static void test_native_tls(void) {
 
         /* a too: refused before anything starts (InvalidArgs). */
         lab_force_tls("a", true);
-        CTL("a", &r, "migrate", "tls1", TO_B);
+        CTL("a", &r, "migrate", "--p2p", "tls1", TO_B);
         g_assert_cmpint(r.status, ==, 1);
         g_assert_nonnull(strstr(r.err, "InvalidArgs"));
         g_assert_nonnull(strstr(r.err, "requires TLS"));
@@ -267,7 +267,7 @@ static void test_native_tls(void) {
         /* A missing file is named. */
         lab_sh("a", NULL, "mv /etc/ferry/pki/qemu/client-key.pem /etc/ferry/pki/qemu/client-key.pem.off", &r);
         lab_result_clear(&r);
-        CTL("a", &r, "migrate", "--tls", "tls1", TO_B);
+        CTL("a", &r, "migrate", "--p2p", "--tls", "tls1", TO_B);
         g_test_message("%s", r.err);
         g_assert_cmpint(r.status, ==, 1);
         g_assert_nonnull(strstr(r.err, "/etc/ferry/pki/qemu/client-key.pem"));
@@ -290,7 +290,7 @@ static void test_native_tls(void) {
                 g_assert_true(g_file_get_contents(from, &pem, NULL, NULL));
                 g_assert_true(g_file_set_contents(to, pem, -1, NULL));
         }
-        CTL("a", &r, "migrate", "--tls", "tls1", TO_B);
+        CTL("a", &r, "migrate", "--p2p", "--tls", "tls1", TO_B);
         g_test_message("%s", r.err);
         g_assert_cmpint(r.status, ==, 1);
         /* Past Prepare: the stream itself failed. */
@@ -305,7 +305,7 @@ static void test_native_tls(void) {
         lab_result_clear(&r);
 
         /* With TLS, both hosts forcing it: the guest moves, every page intact. */
-        CTL("a", &r, "migrate", "--tls", "--verbose", "tls1", TO_B);
+        CTL("a", &r, "migrate", "--p2p", "--tls", "--verbose", "tls1", TO_B);
         g_test_message("%s", r.err);
         g_assert_cmpint(r.status, ==, 0);
         g_autofree char *on_b = lab_domain_state("b", "tls1");

@@ -1,0 +1,30 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/* Shared between migration.c (the jobs, p2p and the destination side) and migration-managed.c
+ * (the source side of managed direct). Not for anything else. */
+
+#include "domain.h"
+#include "migration-uri.h"
+#include "migration.h"
+
+Domain *migration_domain(Migration *m);
+int migration_new(Manager *manager, MigrationDirection direction, Domain *d, Migration **ret);
+void set_phase(Migration *m, MigrationPhase p);
+void migration_end(Migration *m, MigrationState state, const char *error_name, const char *message);
+
+/* Source side. The checks every outgoing flow shares, then the job, announced and holding the
+ * domain's slot (*ret). Returns 1 when it may go on, 0 when the job exists but failed already
+ * (e.g. a TLS file missing), <0 (with *ret_error for -EINVAL) when there is no job. */
+int outgoing_new(Domain *d, const char *destination_uri, MigrationOptions *options, bool managed,
+                 Migration **ret, MigrationUri **ret_hv, char **ret_address, char **ret_error);
+/* The destination's hypervisor URI, parsed strictly (-EINVAL with *ret_error). */
+int outgoing_set_hypervisor_uri(Migration *m, const char *uri, char **ret_error);
+void source_perform(Migration *m);
+void source_fail(Migration *m, const char *error_name, const char *message);
+void resume_source(Migration *m);
+
+/* migration-managed.c: QEMU sent everything (managed direct); the answer to a pending Perform
+ * (once, with error < 0 when it failed). */
+void managed_performed(Migration *m);
+void managed_perform_answer(Migration *m, int error, const char *message);
