@@ -217,7 +217,8 @@ void migration_end(Migration *m, MigrationState state, const char *error_name, c
         changed(m);
         manager_migration_ended(m->manager, m);
         (void) sd_event_add_time_relative(manager_event(m->manager), &m->expire_timer, CLOCK_MONOTONIC,
-                                          MIGRATION_KEEP_USEC, USEC_PER_SEC, on_expire, m);
+                                          m->manager->config.migration_keep_ended_sec * USEC_PER_SEC, USEC_PER_SEC,
+                                          on_expire, m);
 }
 
 /* ---- statistics ---- */

@@ -131,7 +131,6 @@ typedef struct Migration {
 
 #define MIGRATIONS_MAX 4u                       /* running at once on one host */
 #define MIGRATIONS_KEPT_MAX 64u                 /* ended ones still visible */
-#define MIGRATION_KEEP_USEC (300ULL * 1000000ULL) /* how long an ended one stays visible */
 
 /* QEMU's own TLS: x509 files in libvirt's layout under CONFIG_DIR/pki/qemu (ca-cert.pem,
  * server-cert.pem and server-key.pem for the destination, client-cert.pem and client-key.pem
