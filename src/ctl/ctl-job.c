@@ -17,7 +17,7 @@
 
 typedef struct Job {
         unsigned long id;
-        char *path, *domain, *domain_name, *direction, *phase, *state, *error_message;
+        char *path, *domain, *domain_name, *direction, *phase, *state, *error_message, *postcopy;
         uint64_t elapsed, total, processed, remaining, bps, dirty_rate, iteration, expected_downtime, downtime;
         int tls, auto_converge;
         uint32_t throttle;
@@ -25,7 +25,7 @@ typedef struct Job {
 
 static void job_done(Job *j) {
         free(j->path), free(j->domain), free(j->domain_name), free(j->direction);
-        free(j->phase), free(j->state), free(j->error_message);
+        free(j->phase), free(j->state), free(j->error_message), free(j->postcopy);
         *j = (Job) {};
 }
 
@@ -35,6 +35,7 @@ static int read_properties(sd_bus_message *m, Job *j) {
                 { "Domain", offsetof(Job, domain) }, { "DomainName", offsetof(Job, domain_name) },
                 { "Direction", offsetof(Job, direction) }, { "Phase", offsetof(Job, phase) },
                 { "State", offsetof(Job, state) }, { "ErrorMessage", offsetof(Job, error_message) },
+                { "PostCopy", offsetof(Job, postcopy) },
         }, numbers[] = {
                 { "ElapsedUSec", offsetof(Job, elapsed) }, { "DataTotal", offsetof(Job, total) },
                 { "DataProcessed", offsetof(Job, processed) }, { "DataRemaining", offsetof(Job, remaining) },
@@ -173,6 +174,8 @@ static void print_job(const Job *j) {
         printf("%-17s %" PRIu64 " pages/s\n", "Dirty rate:", j->dirty_rate);
         printf("%-17s %" PRIu64 "\n", "Iteration:", j->iteration);
         printf("%-17s %s\n", "Encrypted (TLS):", j->tls ? "yes" : "no");
+        if (j->postcopy && strcmp(j->postcopy, "off") != 0)
+                printf("%-17s %s\n", "Post-copy:", j->postcopy);
         if (j->auto_converge)
                 printf("%-17s %" PRIu32 " %%\n", "Auto converge throttle:", j->throttle);
         if (strcmp(j->state, "running") == 0)

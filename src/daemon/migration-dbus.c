@@ -408,6 +408,10 @@ static int method_finish(sd_bus_message *msg, void *userdata, sd_bus_error *erro
                 return r;
         if (mig->direction != MIGRATION_INCOMING || mig->state != MIGRATION_RUNNING || mig->pending_finish)
                 return sd_bus_error_setf(error, FERRY_ERROR_INVALID_STATE, "This migration cannot be finished.");
+        if (!success && migration_postcopy_started(mig))
+                return sd_bus_error_setf(error, FERRY_ERROR_INVALID_STATE,
+                                         "Migration %u switched to post-copy: this copy holds pages the source lacks "
+                                         "and is not thrown away.", mig->id);
         r = polkit_verify(mig->manager->polkit, msg, FERRY_ACTION_MIGRATE_INCOMING, details, error);
         if (r <= 0)
                 return r < 0 ? r : 1;

@@ -19,6 +19,9 @@
 #include "migration-postcopy.h"
 #include "qemu-monitor.h"
 
+/* A resumed QEMU that cannot reach the destination stays postcopy-paused without a word. */
+#define RECOVER_TIMEOUT_USEC (60ULL * 1000000ULL)
+
 #define POSTCOPY_SPLIT_MESSAGE "post-copy failed after the switch: the guest's memory is split between the hosts, " \
                                "it cannot run on either; the source keeps its part paused"
 
@@ -137,8 +140,17 @@ static void recover_answer(Migration *m, int error, const char *message, const c
 
         m->recover_done = NULL;
         m->recover_userdata = NULL;
+        m->recover_timer = sd_event_source_disable_unref(m->recover_timer);
         if (done)
                 done(userdata, error, message, uri);
+}
+
+static int on_recover_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
+        Migration *m = userdata;
+        m->recover_call = sd_bus_slot_unref(m->recover_call);
+        recover_answer(m, -ETIMEDOUT, "QEMU did not get back to post-copy within 60 s (is the destination reachable?); "
+                       "post-copy stays paused, Recover may be tried again", NULL);
+        return 0;
 }
 
 /* The source's guest is gone for good now: the destination has it all and runs it. */
@@ -348,10 +360,16 @@ int migration_recover(Migration *m, MigrationRecovered done, void *userdata) {
         m->recover_userdata = userdata;
         if (m->direction == MIGRATION_INCOMING)
                 r = destination_recover(m);
-        else
+        else {
                 r = m->peer && m->peer_migration ?
                         peer_recover(m->peer, m->peer_owner, m->peer_migration, on_peer_recovered, m, &m->recover_call) :
                         -ENOTCONN;
+                if (r >= 0)
+                        r = sd_event_add_time_relative(manager_event(m->manager), &m->recover_timer, CLOCK_MONOTONIC,
+                                                       RECOVER_TIMEOUT_USEC, 0, on_recover_timeout, m);
+                if (r < 0)
+                        m->recover_call = sd_bus_slot_unref(m->recover_call);
+        }
         if (r < 0) {
                 m->recover_done = NULL;
                 m->recover_userdata = NULL;

@@ -114,6 +114,7 @@ Migration *migration_free(Migration *m) {
         sd_bus_slot_unref(m->peer_call);
         sd_bus_slot_unref(m->abort_call);
         sd_bus_slot_unref(m->recover_call);
+        sd_event_source_disable_unref(m->recover_timer);
         if (m->recover_done)
                 m->recover_done(m->recover_userdata, -ECANCELED, "ferryd is stopping", NULL);
         sd_bus_slot_unref(m->peer_watch);
@@ -313,6 +314,14 @@ void source_fail(Migration *m, const char *error_name, const char *message) {
 
         if (m->state != MIGRATION_RUNNING)
                 return;
+        if (migration_postcopy_started(m)) {
+                /* After the switch neither half is the guest alone: throw nothing away, resume
+                 * nothing (docs/migration.md, "When it cannot recover"). */
+                m->postcopy = MIGRATION_POSTCOPY_FAILED;
+                resume_source(m);
+                migration_end(m, MIGRATION_FAILED, error_name, message);
+                return;
+        }
         /* Tell QEMU to stop sending, and the destination to throw its half away. */
         if (m->phase == MIGRATION_PHASE_PERFORM && d && domain_monitor(d))
                 (void) qemu_monitor_command(domain_monitor(d), "migrate_cancel", NULL, 0, NULL, NULL);
@@ -1238,6 +1247,9 @@ int migration_finish_incoming(Migration *m, bool success, MigrationDone done, vo
 
         if (m->direction != MIGRATION_INCOMING || m->state != MIGRATION_RUNNING || !d)
                 return -ENOTCONN;
+        /* After the switch to post-copy this copy holds pages the source lacks. */
+        if (!success && migration_postcopy_started(m))
+                return -EBUSY;
         set_phase(m, MIGRATION_PHASE_FINISH);
         if (!success) {
                 domain_end_migration(d);

@@ -151,6 +151,7 @@ typedef struct Migration {
         sd_bus_slot *recover_call; /* source: the destination's Recover */
         void (*recover_done)(void *userdata, int error, const char *message, const char *hypervisor_uri);
         void *recover_userdata;    /* the caller of Recover, answered once QEMU took it */
+        sd_event_source *recover_timer; /* source: QEMU does not say when it cannot reconnect */
 
         sd_event_source *stats_timer;
         sd_event_source *suspend_timer;  /* suspend_timeout_usec */

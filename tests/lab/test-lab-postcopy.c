@@ -339,6 +339,65 @@ static void test_parallel(void) {
         lab_guest_assert_intact("b", "pc1", 8, true);
 }
 
+/* The same through ferryctl: --postcopy-after-precopy switches after the first pass,
+ * migrate-postcopy switches by hand, and migrate --postcopy-resume recovers after a cut. */
+static void test_ferryctl(void) {
+        g_auto(LabResult) r = {};
+
+        /* 2 MiB/s: the guest dirties faster than that, pre-copy alone would not converge. */
+        CTL("b", &r, "migrate", "--postcopy", "--postcopy-after-precopy", "--bandwidth", "2", "pc1", LAB_TO_A);
+        g_test_message("%s", r.err);
+        g_assert_cmpint(r.status, ==, 0);
+        lab_result_clear(&r);
+        assert_state("a", "pc1", "running");
+        assert_state("b", "pc1", "absent");
+        CTL("a", &r, "domjobinfo", "pc1");
+        g_test_message("%s", r.out);
+        g_assert_nonnull(strstr(r.out, "Post-copy:        completed"));
+        lab_result_clear(&r);
+        lab_guest_assert_intact("a", "pc1", 9, true);
+
+        g_autofree char *domain = domain_path("a", "pc1");
+        const char *migrate[] = { "busctl", "call", "org.ferry.Ferry1", domain, "org.ferry.Ferry1.Domain", "Migrate",
+                                  "sa{sv}t", LAB_TO_B, "4", "postcopy", "b", "true", "postcopy_bandwidth", "t", MIB,
+                                  "max_bandwidth", "t", MIB, "paused", "b", "true", "0", NULL };
+        g_autofree char *job = lab_busctl_path("a", migrate);
+        g_assert_true(wait_property("a", job, "Phase", "s \"perform\"", 60000));
+        CTL("a", &r, "migrate-postcopy", "pc1");
+        g_test_message("%s", r.err);
+        g_assert_cmpint(r.status, ==, 0);
+        lab_result_clear(&r);
+        g_assert_true(wait_property("a", job, "PostCopy", "s \"active\"", 60000));
+        g_autofree char *in = incoming_job("b");
+        g_assert_true(wait_property("b", in, "PostCopy", "s \"active\"", 60000));
+        /* A second switch is refused. */
+        CTL("a", &r, "migrate-postcopy", "pc1");
+        g_assert_cmpint(r.status, ==, 1);
+        g_assert_nonnull(strstr(r.err, "InvalidState"));
+        lab_result_clear(&r);
+        g_autofree char *port = job_port("b", in);
+        g_autofree char *cut = g_strdup_printf("ss -K -tn state established '( sport = :%s )'", port);
+        lab_sh("b", NULL, cut, &r);
+        g_assert_cmpint(r.status, ==, 0);
+        lab_result_clear(&r);
+        g_assert_true(wait_property("a", job, "PostCopy", "s \"paused\"", 120000));
+        g_assert_true(wait_property("b", in, "PostCopy", "s \"paused\"", 120000));
+        CTL("a", &r, "domjobinfo", "pc1");
+        g_assert_nonnull(strstr(r.out, "Post-copy:        paused"));
+        lab_result_clear(&r);
+
+        CTL("a", &r, "migrate", "--postcopy-resume", "pc1", LAB_TO_B);
+        g_test_message("%s", r.err);
+        g_assert_cmpint(r.status, ==, 0);
+        lab_result_clear(&r);
+        g_assert_true(wait_property("b", in, "State", "s \"completed\"", 60000));
+        assert_state("a", "pc1", "absent");
+        assert_state("b", "pc1", "paused");
+        CTL("b", &r, "resume", "pc1");
+        g_assert_cmpint(r.status, ==, 0);
+        lab_guest_assert_intact("b", "pc1", 10, true);
+}
+
 int main(int argc, char *argv[]) {
         const char *hosts[] = { "a", "b", NULL };
         g_test_init(&argc, &argv, NULL);
@@ -352,6 +411,7 @@ int main(int argc, char *argv[]) {
         g_test_add_func("/lab/postcopy/recover", test_recover);
         g_test_add_func("/lab/postcopy/no-userfaultfd", test_no_userfaultfd);
         g_test_add_func("/lab/postcopy/parallel", test_parallel);
+        g_test_add_func("/lab/postcopy/ferryctl", test_ferryctl);
 
         return lab_run("postcopy", hosts);
 }
