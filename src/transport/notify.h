@@ -1,0 +1,14 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+#include "macro.h"
+
+/* What ferryd learns from the helper, through sd_notify() (systemd keeps the last STATUS= as
+ * the unit's StatusText and ERRNO= as StatusErrno). Each STATUS starts with one word that
+ * programs may match: "listening", "relaying", "done", "failed", "canceled"; the rest is for
+ * humans. See docs/transport.md. Without NOTIFY_SOCKET these do nothing. */
+
+void notify_ready(const char *format, ...) _printf_(1, 2);
+void notify_status(const char *format, ...) _printf_(1, 2);
+/* STATUS=failed: <message> and ERRNO=<error>. */
+void notify_failed(int error, const char *format, ...) _printf_(2, 3);
