@@ -47,6 +47,13 @@ static int wait_for(RelayDirection *d, int fd, short events) {
 
 static int fail(RelayDirection *d, int error, const char *what) {
         d->error = what;
+        d->error_is_errno = true;
+        return -abs(error);
+}
+
+static int fail_protocol(RelayDirection *d, int error, const char *what) {
+        d->error = what;
+        d->error_is_errno = false;
         return -abs(error);
 }
 
@@ -142,7 +149,7 @@ static int plain_from_peer(RelayDirection *d, int local_fd, int peer_fd) {
                                 return fail(d, errno, "receiving from the peer failed");
                         }
                         if (n == 0)
-                                return fail(d, EPIPE, "the peer's connection ended in the middle of a frame (the peer helper died?)");
+                                return fail_protocol(d, EPIPE, "the peer's connection ended in the middle of a frame (the peer helper died?)");
                         d->frame_left -= (size_t) n;
                         d->pipe_bytes += (size_t) n;
                         continue;
@@ -156,7 +163,7 @@ static int plain_from_peer(RelayDirection *d, int local_fd, int peer_fd) {
                         return fail(d, errno, "receiving from the peer failed");
                 }
                 if (n == 0)
-                        return fail(d, EPIPE, "the peer's connection ended without the stream's end marker (the peer helper died?)");
+                        return fail_protocol(d, EPIPE, "the peer's connection ended without the stream's end marker (the peer helper died, or refused the stream?)");
                 d->header_off += (size_t) n;
                 if (d->header_off < sizeof(d->header))
                         continue;
@@ -164,7 +171,7 @@ static int plain_from_peer(RelayDirection *d, int local_fd, int peer_fd) {
                 d->frame_left = (size_t) d->header[0] << 24 | (size_t) d->header[1] << 16 |
                                 (size_t) d->header[2] << 8 | (size_t) d->header[3];
                 if (d->frame_left > RELAY_FRAME_MAX)
-                        return fail(d, EBADMSG, "the peer sent a frame larger than allowed");
+                        return fail_protocol(d, EBADMSG, "the peer sent a frame larger than allowed");
                 if (d->frame_left == 0) {
                         /* QEMU reads the end of this direction; the other one may go on. */
                         if (shutdown(local_fd, SHUT_WR) < 0 && errno != ENOTCONN)
@@ -180,7 +187,7 @@ static int plain_from_peer(RelayDirection *d, int local_fd, int peer_fd) {
 static int tls_fail(RelayDirection *d, ssize_t r, int *ret_gnutls_error, const char *what) {
         *ret_gnutls_error = (int) r;
         if (r == GNUTLS_E_PREMATURE_TERMINATION)
-                return fail(d, EPIPE, "the peer's connection ended without TLS close_notify (the peer helper died?)");
+                return fail_protocol(d, EPIPE, "the peer's connection ended without TLS close_notify (the peer helper died?)");
         if (r == GNUTLS_E_PUSH_ERROR || r == GNUTLS_E_PULL_ERROR)
                 return fail(d, ECONNRESET, what);
         return fail(d, EPROTO, what);

@@ -47,6 +47,7 @@ typedef struct RelayDirection {
 
         uint64_t bytes;
         const char *error;    /* static text describing a failure */
+        bool error_is_errno;  /* the failure is a syscall's errno (else the text says it all) */
 } RelayDirection;
 
 int relay_direction_init(RelayDirection *d, bool to_peer, bool tls);

@@ -127,6 +127,9 @@ int tls_session_new(TlsConfig *c, int fd, gnutls_session_t *ret) {
                 goto fail;
         if (c->server) {
                 gnutls_certificate_server_set_request(s, GNUTLS_CERT_REQUIRE);
+                /* Without the CA list a client sends the certificate it has, so a wrong one is
+                 * refused as such ("issuer unknown"), not as "no certificate". */
+                gnutls_certificate_send_x509_rdn_sequence(s, 1);
                 /* Verified against the CA during the handshake; no name for a client. */
                 gnutls_session_set_verify_cert(s, NULL, 0);
         } else {
@@ -189,6 +192,10 @@ int tls_handshake_step(TlsConfig *c, gnutls_session_t s, short *ret_events, char
                 *ret_events = gnutls_record_get_direction(s) ? POLLOUT : POLLIN;
                 return 0;
         }
+        if (r < 0 && r != GNUTLS_E_FATAL_ALERT_RECEIVED)
+                /* Tell the peer why, best effort (the socket is non-blocking): its helper then
+                 * reports "unknown CA" or "bad certificate" rather than a broken connection. */
+                (void) gnutls_alert_send_appropriate(s, r);
         if (r == GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR) {
                 gnutls_datum_t out = {};
                 unsigned status = gnutls_session_get_verify_cert_status(s);
@@ -196,6 +203,9 @@ int tls_handshake_step(TlsConfig *c, gnutls_session_t s, short *ret_events, char
                 if (gnutls_certificate_verification_status_print(status, GNUTLS_CRT_X509, &out, 0) < 0)
                         return errorf(ret_error, EACCES, "the %s certificate failed verification",
                                       c->server ? "client" : "server");
+                /* The text ends in ". " */
+                while (out.size > 0 && (out.data[out.size - 1] == ' ' || out.data[out.size - 1] == 0))
+                        out.data[--out.size] = 0;
                 r = errorf(ret_error, EACCES, "the %s certificate failed verification%s%s: %s",
                            c->server ? "client" : "server",
                            c->server ? "" : " for name ", c->server ? "" : strna(c->peer_name),
@@ -215,7 +225,9 @@ int tls_handshake_step(TlsConfig *c, gnutls_session_t s, short *ret_events, char
         if (r < 0)
                 return errorf(ret_error, EACCES, "TLS handshake failed: %s", gnutls_strerror(r));
 
-        if (c->server)
-                return check_client_dn(c, s, ret_error) < 0 ? -EACCES : 1;
+        if (c->server && check_client_dn(c, s, ret_error) < 0) {
+                (void) gnutls_alert_send(s, GNUTLS_AL_FATAL, GNUTLS_A_ACCESS_DENIED);
+                return -EACCES;
+        }
         return 1;
 }

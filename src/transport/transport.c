@@ -496,6 +496,8 @@ static void conn_relay(Transport *t, Conn *c, bool out_ready, bool in_ready) {
                 else if (gnutls_error == GNUTLS_E_FATAL_ALERT_RECEIVED)
                         peer_fail(t, c, EACCES, "the peer %s refused this side (TLS alert: %s)", c->peer_desc,
                                   strna(gnutls_alert_get_name(gnutls_alert_get(c->tls))));
+                else if (!d->error_is_errno)
+                        peer_fail(t, c, -r, "%s (peer %s)", d->error, c->peer_desc);
                 else if (gnutls_error < 0)
                         peer_fail(t, c, -r, "%s (peer %s): %s", d->error, c->peer_desc, gnutls_strerror(gnutls_error));
                 else
