@@ -31,6 +31,8 @@ static void help(void) {
                "  --peer-name=NAME         source: name the destination's certificate must carry\n"
                "                           (default: HOST of --peer)\n"
                "  --listen=ADDR:PORT       destination: listen here (port 0: any; see READY)\n"
+               "  --dispatch-socket=PATH   destination: take connections (fd and preamble) from the\n"
+               "                           dispatcher that owns the peer port, on this datagram socket\n"
                "  --token-file=PATH        the migration's routing token (32 hex digits)\n"
                "                           (default: $CREDENTIALS_DIRECTORY/token)\n"
                "  --pki-dir=DIR            x509 files (default: $CREDENTIALS_DIRECTORY, else %s)\n"
@@ -62,7 +64,7 @@ static int usage_error(const char *format, ...) {
 int main(int argc, char *argv[]) {
         enum {
                 ARG_SOURCE = 0x100, ARG_DESTINATION, ARG_MIGRATION, ARG_QEMU_SOCKET, ARG_PEER,
-                ARG_PEER_NAME, ARG_LISTEN, ARG_TOKEN_FILE, ARG_PKI_DIR, ARG_ALLOWED_DN, ARG_PLAINTEXT,
+                ARG_PEER_NAME, ARG_LISTEN, ARG_DISPATCH_SOCKET, ARG_TOKEN_FILE, ARG_PKI_DIR, ARG_ALLOWED_DN, ARG_PLAINTEXT,
                 ARG_SECLABEL, ARG_SOCKET_CONTEXT, ARG_HANDSHAKE_TIMEOUT, ARG_LOG_LEVEL, ARG_VERSION,
         };
         static const struct option options[] = {
@@ -74,6 +76,7 @@ int main(int argc, char *argv[]) {
                 { "peer", required_argument, NULL, ARG_PEER },
                 { "peer-name", required_argument, NULL, ARG_PEER_NAME },
                 { "listen", required_argument, NULL, ARG_LISTEN },
+                { "dispatch-socket", required_argument, NULL, ARG_DISPATCH_SOCKET },
                 { "token-file", required_argument, NULL, ARG_TOKEN_FILE },
                 { "pki-dir", required_argument, NULL, ARG_PKI_DIR },
                 { "allowed-dn", required_argument, NULL, ARG_ALLOWED_DN },
@@ -122,6 +125,9 @@ int main(int argc, char *argv[]) {
                         break;
                 case ARG_LISTEN:
                         config.listen = optarg;
+                        break;
+                case ARG_DISPATCH_SOCKET:
+                        config.dispatch_socket = optarg;
                         break;
                 case ARG_TOKEN_FILE:
                         free(token_path);
@@ -182,8 +188,10 @@ int main(int argc, char *argv[]) {
                 return usage_error("--qemu-socket is required");
         if (config.role == ROLE_SOURCE && !config.peer)
                 return usage_error("--peer is required with --source");
-        if (config.role == ROLE_SOURCE && (config.listen || allowed_dn))
-                return usage_error("--listen and --allowed-dn are for --destination");
+        if (config.role == ROLE_SOURCE && (config.listen || config.dispatch_socket || allowed_dn))
+                return usage_error("--listen, --dispatch-socket and --allowed-dn are for --destination");
+        if (config.listen && config.dispatch_socket)
+                return usage_error("--listen and --dispatch-socket exclude each other");
         if (config.role == ROLE_DESTINATION && (config.peer || config.peer_name || seclabel || socket_context))
                 return usage_error("--peer, --peer-name, --seclabel and --socket-context are for --source");
 

@@ -4,6 +4,11 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <errno.h>
+#include <stddef.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <systemd/sd-daemon.h>
 
 #include "notify.h"
@@ -46,4 +51,42 @@ void notify_failed(int error, const char *format, ...) {
                 if (*p == '\n')
                         *p = ' ';
         (void) sd_notifyf(false, "STATUS=failed: %s\nERRNO=%i", message, abs(error));
+}
+
+void notify_progress(const char *format, ...) {
+        static int fd = -EBADF;
+        static bool unsupported;
+        const char *e = getenv("NOTIFY_SOCKET");
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        char text[1024];
+        size_t n;
+        va_list ap;
+
+        if (!e)
+                return;
+        va_start(ap, format);
+        memcpy(text, "STATUS=", 7);
+        vsnprintf(text + 7, sizeof(text) - 7, format, ap);
+        va_end(ap);
+
+        /* sd_notify() blocks when the queue is full; we only know how to send UNIX datagrams
+         * without blocking, other NOTIFY_SOCKET kinds get sd_notify(). */
+        n = strlen(e);
+        if (unsupported || (e[0] != '/' && e[0] != '@') || n >= sizeof(sa.sun_path)) {
+                (void) sd_notify(false, text);
+                return;
+        }
+        if (fd < 0) {
+                fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+                if (fd < 0) {
+                        unsupported = true;
+                        (void) sd_notify(false, text);
+                        return;
+                }
+        }
+        memcpy(sa.sun_path, e, n);
+        if (e[0] == '@')
+                sa.sun_path[0] = 0;
+        (void) sendto(fd, text, strlen(text), MSG_DONTWAIT | MSG_NOSIGNAL, (struct sockaddr *) &sa,
+                      (socklen_t) (offsetof(struct sockaddr_un, sun_path) + n));
 }

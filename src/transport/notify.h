@@ -10,5 +10,9 @@
 
 void notify_ready(const char *format, ...) _printf_(1, 2);
 void notify_status(const char *format, ...) _printf_(1, 2);
+/* Like notify_status(), but dropped rather than waited for when the receiver's queue is full:
+ * a slow reader of progress must never stall the streams. Final states use the calls above,
+ * which wait, so they are never lost. */
+void notify_progress(const char *format, ...) _printf_(1, 2);
 /* STATUS=failed: <message> and ERRNO=<error>. */
 void notify_failed(int error, const char *format, ...) _printf_(2, 3);

@@ -423,8 +423,77 @@ static void destination_accept(Transport *t) {
         }
 }
 
+static void destination_check_preamble(Transport *t, Conn *c);
+
+/* The dispatcher that owns the shared peer port read the preamble, found our token and hands
+ * us the connection: one datagram carrying the preamble it read and the connection's fd. */
+static void destination_receive_dispatched(Transport *t) {
+        for (;;) {
+                char preamble[PREAMBLE_SIZE + 1];
+                union {
+                        struct cmsghdr h;
+                        uint8_t buf[CMSG_SPACE(sizeof(int) * 4)];
+                } control;
+                struct iovec iov = { .iov_base = preamble, .iov_len = sizeof(preamble) };
+                struct msghdr mh = {
+                        .msg_iov = &iov, .msg_iovlen = 1,
+                        .msg_control = &control, .msg_controllen = sizeof(control),
+                };
+                int fds[4], n_fds = 0;
+                unsigned pending;
+                Conn *c, *oldest;
+                ssize_t n;
+                int r;
+
+                n = recvmsg(t->listen_fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+                if (n < 0) {
+                        if (errno == EAGAIN || errno == EINTR)
+                                return;
+                        transport_fail(t, EXIT_TRANSPORT_FAILED, errno, "receiving from the dispatch socket failed: %s", strerror(errno));
+                        return;
+                }
+                for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm))
+                        if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS) {
+                                size_t k = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+                                for (size_t i = 0; i < k; i++) {
+                                        int fd;
+                                        memcpy(&fd, CMSG_DATA(cm) + i * sizeof(int), sizeof(int));
+                                        if (n_fds < (int) ELEMENTSOF(fds))
+                                                fds[n_fds++] = fd;
+                                        else
+                                                safe_close(fd);
+                                }
+                        }
+                if (n != PREAMBLE_SIZE || n_fds != 1 || (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC))) {
+                        log_warning("Refused a malformed message on the dispatch socket (%zi bytes, %i fds).", n, n_fds);
+                        for (int i = 0; i < n_fds; i++)
+                                safe_close(fds[i]);
+                        t->refused++;
+                        continue;
+                }
+
+                oldest = oldest_unclaimed(t, &pending);
+                if (pending >= PENDING_MAX && oldest)
+                        conn_refuse(t, oldest, "too many unidentified connections, dropped the oldest");
+                r = conn_new(t, &c);
+                if (r < 0) {
+                        safe_close(fds[0]);
+                        t->refused++;
+                        continue;
+                }
+                c->peer_fd = fds[0];
+                (void) fcntl(c->peer_fd, F_SETFL, O_NONBLOCK);
+                set_nodelay(c->peer_fd);
+                describe_peer(c->peer_fd, c->peer_desc, sizeof(c->peer_desc));
+                memcpy(c->preamble, preamble, PREAMBLE_SIZE);
+                c->preamble_off = PREAMBLE_SIZE;
+                c->state = CONN_RECV_PREAMBLE;
+                c->deadline = now_usec() + (uint64_t) t->config->handshake_timeout_sec * 1000000ULL;
+                destination_check_preamble(t, c);
+        }
+}
+
 static void destination_recv_preamble(Transport *t, Conn *c) {
-        Preamble p;
         ssize_t n;
 
         /* Never more than the preamble: what follows belongs to TLS. */
@@ -442,6 +511,11 @@ static void destination_recv_preamble(Transport *t, Conn *c) {
         c->preamble_off += (size_t) n;
         if (c->preamble_off < PREAMBLE_SIZE)
                 return;
+        destination_check_preamble(t, c);
+}
+
+static void destination_check_preamble(Transport *t, Conn *c) {
+        Preamble p;
 
         if (preamble_parse(c->preamble, &p) < 0) {
                 conn_refuse(t, c, "not a ferry-transport preamble");
@@ -547,7 +621,7 @@ static void transport_progress(Transport *t, uint64_t now) {
                 return;
         t->last_sent = sent;
         t->last_received = received;
-        notify_status("relaying: %u streams, %" PRIu64 " bytes sent, %" PRIu64 " bytes received",
+        notify_progress("relaying: %u streams, %" PRIu64 " bytes sent, %" PRIu64 " bytes received",
                       active, sent, received);
 }
 
@@ -650,6 +724,8 @@ static int transport_loop(Transport *t) {
                 if (fds[1].revents) {
                         if (t->config->role == ROLE_SOURCE)
                                 source_accept(t);
+                        else if (t->config->dispatch_socket)
+                                destination_receive_dispatched(t);
                         else
                                 destination_accept(t);
                 }
@@ -798,6 +874,30 @@ static int destination_listen(Transport *t, char *desc, size_t desc_size) {
         socklen_t len;
         int fd, one = 1, r;
 
+        if (t->config->dispatch_socket) {
+                struct sockaddr_un un = { .sun_family = AF_UNIX };
+                mode_t old_umask;
+
+                if (strlen(t->config->dispatch_socket) >= sizeof(un.sun_path))
+                        return -ENAMETOOLONG;
+                strncpy(un.sun_path, t->config->dispatch_socket, sizeof(un.sun_path) - 1);
+                fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+                if (fd < 0)
+                        return -errno;
+                (void) unlink(t->config->dispatch_socket);
+                /* Only root (the dispatcher) and this helper's user may hand us connections. */
+                old_umask = umask(0077);
+                r = bind(fd, (struct sockaddr *) &un, sizeof(un));
+                umask(old_umask);
+                if (r < 0) {
+                        r = -errno;
+                        safe_close(fd);
+                        return r;
+                }
+                t->listen_fd = fd;
+                snprintf(desc, desc_size, "%s", t->config->dispatch_socket);
+                return 0;
+        }
         if (!t->config->listen) {
                 /* Socket activation: the dispatcher (or a test) hands us the listening socket. */
                 r = sd_listen_fds(true);
@@ -892,8 +992,8 @@ int transport_run(const TransportConfig *config) {
         } else {
                 r = destination_listen(&t, desc, sizeof(desc));
                 if (r < 0) {
-                        transport_fail(&t, EXIT_TRANSPORT_CONFIG, -r, "cannot listen on the peer port %s: %s",
-                                       config->listen ?: "(inherited socket)", strerror(-r));
+                        transport_fail(&t, EXIT_TRANSPORT_CONFIG, -r, "cannot listen on %s: %s",
+                                       config->dispatch_socket ?: config->listen ?: "the inherited socket", strerror(-r));
                         goto finish;
                 }
         }
@@ -908,6 +1008,8 @@ finish:
                 t.conns[i] = conn_free(t.conns[i]);
         if (config->role == ROLE_SOURCE && t.listen_fd >= 0)
                 (void) unlink(config->qemu_socket);
+        if (config->dispatch_socket && t.listen_fd >= 0)
+                (void) unlink(config->dispatch_socket);
         safe_close(t.listen_fd);
         safe_close(t.signal_fd);
         tls_config_free(t.tls);

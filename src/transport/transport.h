@@ -9,7 +9,8 @@
  *
  * source:      QEMU connects to qemu_socket (created here, SELinux-labelled); each connection
  *              becomes a stream, carried over its own connection to the peer address.
- * destination: streams arrive on the peer port (listen address or an inherited socket);
+ * destination: streams arrive on the peer port (listen address, an inherited socket, or
+ *              handed over by the dispatcher that owns the port, with their preamble);
  *              after the preamble and TLS, each is connected to QEMU's incoming socket, in the
  *              order the source accepted them. */
 
@@ -37,6 +38,7 @@ typedef struct TransportConfig {
         const char *qemu_socket;
         const char *peer;            /* source: host[:port] */
         const char *listen;          /* destination: address:port, or NULL for LISTEN_FDS */
+        const char *dispatch_socket; /* destination: receive connections from a dispatcher */
         const char *peer_name;       /* source: name in the destination's certificate */
         const char *pki_dir;
         char **allowed_dn;

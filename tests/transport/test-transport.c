@@ -23,6 +23,7 @@
 #include <limits.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
@@ -123,6 +124,11 @@ static void helper_wait(Helper *h, bool until_exit) {
         }
 }
 
+static void child_setup(gpointer data) {
+        /* A failed assertion aborts the test; its helpers must not outlive it. */
+        (void) prctl(PR_SET_PDEATHSIG, SIGKILL);
+}
+
 static Helper *helper_start(const char *name, const char *const *args) {
         g_autoptr(GPtrArray) argv = g_ptr_array_new();
         g_auto(GStrv) envp = g_get_environ();
@@ -151,7 +157,7 @@ static Helper *helper_start(const char *name, const char *const *args) {
         log_fd = open(h->log_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
         g_assert_cmpint(log_fd, >=, 0);
         g_assert_true(g_spawn_async_with_fds(NULL, (char **) argv->pdata, envp, G_SPAWN_DO_NOT_REAP_CHILD,
-                                             NULL, NULL, &h->pid, -1, log_fd, log_fd, &error));
+                                             child_setup, NULL, &h->pid, -1, log_fd, log_fd, &error));
         g_assert_no_error(error);
         close(log_fd);
         h->pidfd = (int) syscall(SYS_pidfd_open, h->pid, 0);
@@ -783,6 +789,115 @@ static void test_junk_bounded(void) {
         pair_free(p);
 }
 
+static void dispatch_fd(const char *dispatch_path, const char *preamble, int fd) {
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        union {
+                struct cmsghdr h;
+                uint8_t buf[CMSG_SPACE(sizeof(int))];
+        } control = {};
+        struct iovec iov = { .iov_base = (void *) preamble, .iov_len = PREAMBLE_SIZE };
+        struct msghdr mh = {
+                .msg_name = &sa, .msg_namelen = sizeof(sa),
+                .msg_iov = &iov, .msg_iovlen = 1,
+                .msg_control = &control, .msg_controllen = sizeof(control),
+        };
+        struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+        int s = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+
+        g_strlcpy(sa.sun_path, dispatch_path, sizeof(sa.sun_path));
+        cm->cmsg_level = SOL_SOCKET;
+        cm->cmsg_type = SCM_RIGHTS;
+        cm->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(cm), &fd, sizeof(int));
+        g_assert_cmpint(sendmsg(s, &mh, 0), ==, PREAMBLE_SIZE);
+        close(s);
+}
+
+/* The shared peer port: the test plays the dispatcher that owns it. It accepts the source
+ * helper's connections, reads each preamble and hands preamble and fd to the destination
+ * helper's dispatch socket; a connection with a foreign token handed over by mistake is
+ * refused there without harm. */
+static void test_dispatch(void) {
+        g_autofree char *dispatch_path = g_strdup_printf("%s/dispatch.sock", tmpdir);
+        g_autofree char *dispatch_arg = g_strdup_printf("--dispatch-socket=%s", dispatch_path);
+        g_autofree char *pki_arg = g_strdup_printf("--pki-dir=%s/destination", pki);
+        g_autofree char *socket_arg = NULL, *token_arg = NULL, *listening = NULL, *log = NULL;
+        g_autoptr(GSocketListener) listener = g_socket_listener_new();
+        g_autoptr(GInetAddress) loopback = g_inet_address_new_loopback(G_SOCKET_FAMILY_IPV4);
+        g_autoptr(GSocketAddress) any = g_inet_socket_address_new(loopback, 0);
+        g_autoptr(GSocketAddress) bound = NULL;
+        g_autoptr(GError) error = NULL;
+        PairOptions o = { .no_source = true };
+        Pair *p = g_new0(Pair, 1);
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        Stream s[3] = {};
+        int junk;
+
+        p->source_socket = g_strdup_printf("%s/source.sock", tmpdir);
+        p->incoming_socket = g_strdup_printf("%s/incoming.sock", tmpdir);
+        p->token_path = g_strdup_printf("%s/token", tmpdir);
+        g_assert_true(g_file_set_contents(p->token_path, TOKEN "\n", -1, NULL));
+        (void) unlink(p->incoming_socket);
+        p->incoming_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        g_strlcpy(sa.sun_path, p->incoming_socket, sizeof(sa.sun_path));
+        g_assert_cmpint(bind(p->incoming_fd, (struct sockaddr *) &sa, sizeof(sa)), ==, 0);
+        g_assert_cmpint(listen(p->incoming_fd, 64), ==, 0);
+
+        socket_arg = g_strdup_printf("--qemu-socket=%s", p->incoming_socket);
+        token_arg = g_strdup_printf("--token-file=%s", p->token_path);
+        {
+                const char *args[] = { "--destination", "--migration=test", dispatch_arg, pki_arg, socket_arg, token_arg, NULL };
+                p->destination = helper_start("destination", args);
+        }
+        helper_wait(p->destination, false);
+        listening = g_strdup_printf("listening: %s", dispatch_path);
+        g_assert_cmpstr(p->destination->status, ==, listening);
+
+        /* The "shared port" */
+        g_socket_listener_add_address(listener, any, G_SOCKET_TYPE_STREAM, G_SOCKET_PROTOCOL_TCP, NULL, &bound, &error);
+        g_assert_no_error(error);
+        p->peer = g_strdup_printf("127.0.0.1:%u", g_inet_socket_address_get_port(G_INET_SOCKET_ADDRESS(bound)));
+        pair_start_source(p, &o);
+
+        for (size_t i = 0; i < G_N_ELEMENTS(s); i++)
+                s[i].source_fd = connect_unix(p->source_socket);
+        /* A foreign connection first: well-formed, another migration's token. */
+        {
+                int pair[2];
+                g_assert_cmpint(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair), ==, 0);
+                dispatch_fd(dispatch_path, "FERRY-TRANSPORT/1 00000000000000000000000000000000 0000 T\n", pair[1]);
+                close(pair[1]);
+                junk = pair[0];
+        }
+        for (size_t i = 0; i < G_N_ELEMENTS(s); i++) {
+                g_autoptr(GSocketConnection) conn = g_socket_listener_accept(listener, NULL, NULL, &error);
+                int fd = g_socket_get_fd(g_socket_connection_get_socket(conn));
+                char preamble[PREAMBLE_SIZE];
+
+                g_assert_no_error(error);
+                g_assert_cmpint(fcntl(fd, F_SETFL, 0), ==, 0);
+                g_assert_cmpint(recv(fd, preamble, sizeof(preamble), MSG_WAITALL), ==, PREAMBLE_SIZE);
+                g_assert_true(g_str_has_prefix(preamble, "FERRY-TRANSPORT/1 " TOKEN " "));
+                dispatch_fd(dispatch_path, preamble, fd);
+                /* conn closes the dispatcher's copy; the helper holds its own */
+        }
+        g_assert_true(wait_closed_by_peer(junk, deadline_after(WAIT_MSEC)));
+        close(junk);
+        for (size_t i = 0; i < G_N_ELEMENTS(s); i++) {
+                s[i].destination_fd = accept_timeout(p->incoming_fd, WAIT_MSEC);
+                g_assert_cmpint(s[i].destination_fd, >=, 0);
+        }
+        streams_run(s, G_N_ELEMENTS(s), 16 * MiB, 4 * MiB);
+        helper_wait(p->source, true);
+        helper_wait(p->destination, true);
+        assert_status(p->source, 0, "done: 3 streams", NULL);
+        assert_status(p->destination, 0, "done: 3 streams", NULL);
+        log = helper_log(p->destination);
+        g_assert_nonnull(strstr(log, "unknown migration token"));
+        g_assert_false(g_file_test(dispatch_path, G_FILE_TEST_EXISTS));
+        pair_free(p);
+}
+
 static void test_bad_configuration(void) {
         g_autofree char *token_path = g_strdup_printf("%s/bad-token", tmpdir);
         g_autofree char *token_arg = g_strdup_printf("--token-file=%s", token_path);
@@ -847,6 +962,7 @@ int main(int argc, char *argv[]) {
         g_test_add_func("/transport/killed/destination-tls", test_killed_destination_tls);
         g_test_add_func("/transport/junk/during-migration", test_junk_connections);
         g_test_add_func("/transport/junk/bounded", test_junk_bounded);
+        g_test_add_func("/transport/dispatch", test_dispatch);
         g_test_add_func("/transport/bad-configuration", test_bad_configuration);
         r = g_test_run();
 
