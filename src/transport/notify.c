@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <unistd.h>
 #include <systemd/sd-daemon.h>
 
 #include "notify.h"
@@ -53,9 +54,16 @@ void notify_failed(int error, const char *format, ...) {
         (void) sd_notifyf(false, "STATUS=failed: %s\nERRNO=%i", message, abs(error));
 }
 
+static int progress_fd = -EBADF;
+static bool progress_unsupported;
+
+void notify_close(void) {
+        if (progress_fd >= 0)
+                (void) close(progress_fd);
+        progress_fd = -EBADF;
+}
+
 void notify_progress(const char *format, ...) {
-        static int fd = -EBADF;
-        static bool unsupported;
         const char *e = getenv("NOTIFY_SOCKET");
         struct sockaddr_un sa = { .sun_family = AF_UNIX };
         char text[1024];
@@ -72,14 +80,14 @@ void notify_progress(const char *format, ...) {
         /* sd_notify() blocks when the queue is full; we only know how to send UNIX datagrams
          * without blocking, other NOTIFY_SOCKET kinds get sd_notify(). */
         n = strlen(e);
-        if (unsupported || (e[0] != '/' && e[0] != '@') || n >= sizeof(sa.sun_path)) {
+        if (progress_unsupported || (e[0] != '/' && e[0] != '@') || n >= sizeof(sa.sun_path)) {
                 (void) sd_notify(false, text);
                 return;
         }
-        if (fd < 0) {
-                fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-                if (fd < 0) {
-                        unsupported = true;
+        if (progress_fd < 0) {
+                progress_fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+                if (progress_fd < 0) {
+                        progress_unsupported = true;
                         (void) sd_notify(false, text);
                         return;
                 }
@@ -87,6 +95,6 @@ void notify_progress(const char *format, ...) {
         memcpy(sa.sun_path, e, n);
         if (e[0] == '@')
                 sa.sun_path[0] = 0;
-        (void) sendto(fd, text, strlen(text), MSG_DONTWAIT | MSG_NOSIGNAL, (struct sockaddr *) &sa,
+        (void) sendto(progress_fd, text, strlen(text), MSG_DONTWAIT | MSG_NOSIGNAL, (struct sockaddr *) &sa,
                       (socklen_t) (offsetof(struct sockaddr_un, sun_path) + n));
 }

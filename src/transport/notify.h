@@ -16,3 +16,6 @@ void notify_status(const char *format, ...) _printf_(1, 2);
 void notify_progress(const char *format, ...) _printf_(1, 2);
 /* STATUS=failed: <message> and ERRNO=<error>. */
 void notify_failed(int error, const char *format, ...) _printf_(2, 3);
+
+/* Closes what notify_progress() keeps open. */
+void notify_close(void);

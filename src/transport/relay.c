@@ -66,7 +66,11 @@ static int plain_to_peer(RelayDirection *d, int local_fd, int peer_fd) {
                 ssize_t n;
 
                 if (d->header_pending) {
-                        n = write(peer_fd, d->header + d->header_off, sizeof(d->header) - d->header_off);
+                        /* MSG_MORE: the header leaves with the frame's first bytes, not as a
+                         * segment of its own (the socket has TCP_NODELAY). The end marker has
+                         * nothing after it and goes at once. */
+                        n = send(peer_fd, d->header + d->header_off, sizeof(d->header) - d->header_off,
+                                 MSG_NOSIGNAL | (d->frame_left > 0 ? MSG_MORE : 0));
                         if (n < 0) {
                                 if (is_again(errno))
                                         return wait_for(d, peer_fd, POLLOUT);
@@ -82,7 +86,7 @@ static int plain_to_peer(RelayDirection *d, int local_fd, int peer_fd) {
                 }
                 if (d->frame_left > 0) {
                         n = splice(d->pipe[0], NULL, peer_fd, NULL, d->frame_left,
-                                   SPLICE_F_NONBLOCK | SPLICE_F_MOVE | SPLICE_F_MORE);
+                                   SPLICE_F_NONBLOCK | SPLICE_F_MOVE);
                         if (n < 0) {
                                 if (is_again(errno))
                                         return wait_for(d, peer_fd, POLLOUT);
@@ -254,23 +258,33 @@ static int tls_from_peer(RelayDirection *d, int local_fd, int peer_fd, gnutls_se
                                 d->buffer_off = d->buffer_len = 0;
                         continue;
                 }
-                /* One record at most per call; GNUTLS_E_AGAIN means nothing is buffered inside
-                 * GnuTLS either, so waiting for the socket is right. */
-                n = gnutls_record_recv(s, d->buffer, RELAY_BUFFER_SIZE);
-                if (n == GNUTLS_E_AGAIN || n == GNUTLS_E_INTERRUPTED)
-                        return wait_for(d, peer_fd, POLLIN);
-                if (n < 0) {
-                        if (!gnutls_error_is_fatal((int) n))
-                                continue;
-                        return tls_fail(d, n, ret_gnutls_error, "receiving a TLS record from the peer failed");
-                }
-                if (n == 0) {
+                if (d->peer_eof) {
                         if (shutdown(local_fd, SHUT_WR) < 0 && errno != ENOTCONN)
                                 return fail(d, errno, "half-closing QEMU's socket failed");
                         d->done = true;
                         return 1;
                 }
-                d->buffer_len = (size_t) n;
+                /* Collect records while they are at hand, so QEMU gets large writes rather than
+                 * one per 16 KiB record. A call returns one record at most; GNUTLS_E_AGAIN means
+                 * nothing is buffered inside GnuTLS either, so waiting for the socket is right. */
+                while (d->buffer_len + 16384 <= RELAY_BUFFER_SIZE) {
+                        n = gnutls_record_recv(s, d->buffer + d->buffer_len, RELAY_BUFFER_SIZE - d->buffer_len);
+                        if (n == GNUTLS_E_AGAIN || n == GNUTLS_E_INTERRUPTED) {
+                                if (d->buffer_len > 0)
+                                        break;
+                                return wait_for(d, peer_fd, POLLIN);
+                        }
+                        if (n < 0) {
+                                if (!gnutls_error_is_fatal((int) n))
+                                        continue;
+                                return tls_fail(d, n, ret_gnutls_error, "receiving a TLS record from the peer failed");
+                        }
+                        if (n == 0) {
+                                d->peer_eof = true;
+                                break;
+                        }
+                        d->buffer_len += (size_t) n;
+                }
         }
         d->ready = true;
         return 0;

@@ -26,6 +26,7 @@ typedef struct RelayDirection {
         bool to_peer;
         bool done;
         bool local_eof;
+        bool peer_eof;        /* TLS: close_notify received, buffer still to be written */
 
         /* plaintext */
         int pipe[2];

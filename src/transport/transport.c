@@ -1013,6 +1013,7 @@ finish:
         safe_close(t.listen_fd);
         safe_close(t.signal_fd);
         tls_config_free(t.tls);
+        notify_close();
         if (t.refused > 0)
                 log_info("Refused %u connections that did not belong to this migration.", t.refused);
         return t.exit_status;

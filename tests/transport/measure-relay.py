@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-# Quick relay cost figures for docs/transport.md (the real benchmark lives in bench/):
-# the same byte pump once directly over a UNIX socket and once through a pair of
-# ferry-transport helpers on loopback (plaintext splice frames, then TLS 1.3), reporting
-# throughput and the helpers' CPU seconds per GiB.
+# Quick relay cost figures for docs/transport.md (the real benchmark comes with bench/):
+# the same byte pump (1 MiB writes of non-zero bytes, reads discarded) directly over a UNIX
+# socket, directly over TCP on loopback, and through a pair of ferry-transport helpers on
+# loopback (plaintext splice frames, then TLS 1.3); throughput and the helpers' CPU seconds
+# (user + system, from wait4) per GiB moved.
 #
 #   tests/transport/measure-relay.py build/src/ferry-transport [GiB] [runs]
 import os, socket, subprocess, sys, tempfile, threading, time, statistics
@@ -60,6 +61,14 @@ def run_direct():
     os.unlink(path)
     return dt, 0.0
 
+def run_direct_tcp():
+    l = socket.socket(); l.bind(('127.0.0.1', 0)); l.listen(1)
+    c = socket.create_connection(l.getsockname())
+    a, _ = l.accept()
+    dt = pump(c, a)
+    for s in (a, c, l): s.close()
+    return dt, 0.0
+
 def run_helpers(plaintext):
     extra = ['--plaintext'] if plaintext else []
     incoming = f'{tmp}/incoming.sock'
@@ -90,6 +99,7 @@ def run_helpers(plaintext):
 gib = size / 2**30
 print(f'{gib:g} GiB per run, median of {runs} runs, {os.cpu_count()} CPUs')
 for name, fn in (('direct UNIX socket', run_direct),
+                 ('direct TCP loopback', run_direct_tcp),
                  ('helpers, plaintext (splice)', lambda: run_helpers(True)),
                  ('helpers, TLS 1.3', lambda: run_helpers(False))):
     results = [fn() for _ in range(runs)]
