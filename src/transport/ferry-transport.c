@@ -15,6 +15,7 @@
 #include "macro.h"
 #include "notify.h"
 #include "selinux-socket.h"
+#include "sockets.h"
 #include "transport.h"
 
 #define PKI_DIR_DEFAULT FERRY_SYSCONF_DIR "/pki"

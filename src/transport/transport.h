@@ -50,6 +50,3 @@ typedef struct TransportConfig {
 
 /* Runs until the migration's streams have ended; returns the exit status. */
 int transport_run(const TransportConfig *config);
-
-/* "host", "host:port", "[v6]:port" -> host (malloc'd) and port. */
-int parse_host_port(const char *s, char **ret_host, unsigned *ret_port);

@@ -6,7 +6,7 @@
 # (user + system, from wait4) per GiB moved.
 #
 #   tests/transport/measure-relay.py build/src/ferry-transport [GiB] [runs]
-import os, socket, subprocess, sys, tempfile, threading, time, statistics
+import os, resource, socket, subprocess, sys, tempfile, threading, time, statistics
 
 helper = sys.argv[1]
 size = int(float(sys.argv[2] if len(sys.argv) > 2 else 1) * 2**30)
@@ -102,8 +102,16 @@ for name, fn in (('direct UNIX socket', run_direct),
                  ('direct TCP loopback', run_direct_tcp),
                  ('helpers, plaintext (splice)', lambda: run_helpers(True)),
                  ('helpers, TLS 1.3', lambda: run_helpers(False))):
-    results = [fn() for _ in range(runs)]
+    results = []
+    for _ in range(runs):
+        before = resource.getrusage(resource.RUSAGE_SELF)
+        dt, helpers = fn()
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        pump_cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+        results.append((dt, helpers, pump_cpu + helpers))
     dt = statistics.median(r[0] for r in results)
     cpu = statistics.median(r[1] for r in results)
-    print(f'{name:30} {gib / dt:6.2f} GiB/s   helpers {cpu / gib:5.2f} CPU-s/GiB')
+    total = statistics.median(r[2] for r in results)
+    print(f'{name:30} {gib / dt:6.2f} GiB/s   helpers {cpu / gib:5.2f} CPU-s/GiB   '
+          f'all (pump + helpers) {total / gib:5.2f} CPU-s/GiB')
 subprocess.run(['rm', '-rf', tmp])

@@ -14,6 +14,7 @@
 #include "preamble.h"
 #include "selinux-socket.h"
 #include "tls.h"
+#include "sockets.h"
 #include "transport.h"
 
 static void assert_context(const char *seclabel, const char *configured, const char *expected) {
