@@ -14,6 +14,7 @@
 
 #include "notify.h"
 
+__attribute__((format(printf, 3, 0)))
 static void send_status(const char *prefix, const char *extra, const char *format, va_list ap) {
         char text[1024];
 
