@@ -425,28 +425,11 @@ static void test_bad_configuration(void) {
 }
 
 int main(int argc, char *argv[]) {
-        g_autoptr(GError) error = NULL;
-        g_autofree char *script = NULL;
-        int status, r;
+        int r;
 
         g_test_init(&argc, &argv, NULL);
-        signal(SIGPIPE, SIG_IGN);
-
-        helper_path = g_getenv("FERRY_TRANSPORT");
-        script = g_strdup(g_getenv("FERRY_MAKE_PKI"));
-        if (!helper_path || !script) {
-                g_printerr("FERRY_TRANSPORT and FERRY_MAKE_PKI must be set (meson test sets them).\n");
+        if (!harness_setup())
                 return 77;
-        }
-        tmpdir = g_dir_make_tmp("ferry-transport-test-XXXXXX", &error);
-        g_assert_no_error(error);
-        pki = g_build_filename(tmpdir, "pki", NULL);
-        {
-                const char *argv_pki[] = { script, pki, NULL };
-                g_assert_true(g_spawn_sync(NULL, (char **) argv_pki, NULL, 0, NULL, NULL, NULL, NULL, &status, &error));
-                g_assert_no_error(error);
-                g_assert_true(g_spawn_check_wait_status(status, &error));
-        }
 
         g_test_add_func("/transport/plaintext/streams", test_plaintext_streams);
         g_test_add_func("/transport/tls/streams", test_tls_streams);
@@ -466,10 +449,6 @@ int main(int argc, char *argv[]) {
         g_test_add_func("/transport/dispatch", test_dispatch);
         g_test_add_func("/transport/bad-configuration", test_bad_configuration);
         r = g_test_run();
-
-        {
-                const char *rm[] = { "rm", "-rf", tmpdir, NULL };
-                g_spawn_sync(NULL, (char **) rm, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL, NULL, NULL, NULL, NULL);
-        }
+        harness_cleanup();
         return r;
 }

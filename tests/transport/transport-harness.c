@@ -29,6 +29,37 @@ const char *helper_path;
 char *pki;
 char *tmpdir;
 
+bool harness_setup(void) {
+        g_autoptr(GError) error = NULL;
+        const char *script = g_getenv("FERRY_MAKE_PKI");
+        int status;
+
+        signal(SIGPIPE, SIG_IGN);
+        helper_path = g_getenv("FERRY_TRANSPORT");
+        if (!helper_path || !script) {
+                g_printerr("FERRY_TRANSPORT and FERRY_MAKE_PKI must be set (meson test sets them).\n");
+                return false;
+        }
+        tmpdir = g_dir_make_tmp("ferry-transport-test-XXXXXX", &error);
+        g_assert_no_error(error);
+        pki = g_build_filename(tmpdir, "pki", NULL);
+        {
+                const char *argv_pki[] = { script, pki, NULL };
+                g_assert_true(g_spawn_sync(NULL, (char **) argv_pki, NULL, 0, NULL, NULL, NULL, NULL, &status, &error));
+                g_assert_no_error(error);
+                g_assert_true(g_spawn_check_wait_status(status, &error));
+        }
+        return true;
+}
+
+void harness_cleanup(void) {
+        const char *rm[] = { "rm", "-rf", tmpdir, NULL };
+
+        g_spawn_sync(NULL, (char **) rm, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL, NULL, NULL, NULL, NULL);
+        g_free(tmpdir);
+        g_free(pki);
+}
+
 /* ---- the helper processes ---- */
 
 int64_t deadline_after(int msec) {
@@ -208,11 +239,14 @@ Pair *pair_start(const PairOptions *o) {
         p->token_path = g_strdup_printf("%s/token", tmpdir);
         g_assert_true(g_file_set_contents(p->token_path, TOKEN "\n", -1, NULL));
 
-        (void) unlink(p->incoming_socket);
-        p->incoming_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        g_strlcpy(sa.sun_path, p->incoming_socket, sizeof(sa.sun_path));
-        g_assert_cmpint(bind(p->incoming_fd, (struct sockaddr *) &sa, sizeof(sa)), ==, 0);
-        g_assert_cmpint(listen(p->incoming_fd, 64), ==, 0);
+        p->incoming_fd = -1;
+        if (!o->qemu_incoming) {
+                (void) unlink(p->incoming_socket);
+                p->incoming_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+                g_strlcpy(sa.sun_path, p->incoming_socket, sizeof(sa.sun_path));
+                g_assert_cmpint(bind(p->incoming_fd, (struct sockaddr *) &sa, sizeof(sa)), ==, 0);
+                g_assert_cmpint(listen(p->incoming_fd, 64), ==, 0);
+        }
 
         socket_arg = g_strdup_printf("--qemu-socket=%s", p->incoming_socket);
         token_arg = g_strdup_printf("--token-file=%s", p->token_path);
@@ -239,7 +273,8 @@ Pair *pair_start(const PairOptions *o) {
 void pair_free(Pair *p) {
         helper_free(p->source);
         helper_free(p->destination);
-        close(p->incoming_fd);
+        if (p->incoming_fd >= 0)
+                close(p->incoming_fd);
         unlink(p->incoming_socket);
         unlink(p->source_socket);
         g_free(p->source_socket);

@@ -48,6 +48,7 @@ typedef struct PairOptions {
         const char *allowed_dn;
         const char *handshake_timeout;
         bool no_source;
+        bool qemu_incoming;        /* a real QEMU listens on incoming_socket, not the test */
 } PairOptions;
 
 typedef struct Flow {
@@ -71,6 +72,11 @@ typedef struct Stream {
         int source_fd, destination_fd;
         Flow forward, back;
 } Stream;
+
+/* Makes tmpdir and the certificates (FERRY_TRANSPORT and FERRY_MAKE_PKI from meson); false
+ * when run outside meson. */
+bool harness_setup(void);
+void harness_cleanup(void);
 
 int64_t deadline_after(int msec);
 int msec_left(int64_t deadline);
