@@ -56,7 +56,7 @@ static JsonNode *qmp_read(Qmp *q, int64_t deadline) {
         }
 }
 
-static JsonObject *qmp_command(Qmp *q, const char *json) {
+static JsonNode *qmp_query(Qmp *q, const char *json) {
         int64_t deadline = deadline_after(WAIT_MSEC);
 
         g_autofree char *line = g_strconcat(json, "\n", NULL);
@@ -73,8 +73,12 @@ static JsonObject *qmp_command(Qmp *q, const char *json) {
                 if (json_object_has_member(o, "error"))
                         g_error("QMP %s: %s", json, json_to_string(node, FALSE));
                 g_assert_true(json_object_has_member(o, "return"));
-                return o; /* the node leaks with the test's QEMU; a handful per test */
+                return node;
         }
+}
+
+static void qmp_command(Qmp *q, const char *json) {
+        json_node_unref(qmp_query(q, json));
 }
 
 /* Waits for a MIGRATION event whose status is one of the given (comma-separated). */
@@ -166,9 +170,11 @@ static void qmp_quit(Qmp *q) {
         g_free(q);
 }
 
-static const char *qemu_status(Qmp *q) {
-        JsonObject *o = qmp_command(q, "{\"execute\": \"query-status\"}");
-        return json_object_get_string_member(json_object_get_object_member(o, "return"), "status");
+static char *qemu_status(Qmp *q) {
+        g_autoptr(JsonNode) node = qmp_query(q, "{\"execute\": \"query-status\"}");
+        JsonObject *o = json_node_get_object(node);
+
+        return g_strdup(json_object_get_string_member(json_object_get_object_member(o, "return"), "status"));
 }
 
 static void run_qemu_test(bool tls, const char *capability, bool postcopy) {
@@ -178,12 +184,12 @@ static void run_qemu_test(bool tls, const char *capability, bool postcopy) {
         const char *source_extra[] = { "-device", loader, NULL };
         const char *destination_extra[] = { "-incoming", "defer", NULL };
         PairOptions o = { .source_plaintext = !tls, .destination_plaintext = !tls, .qemu_incoming = true };
-        g_autofree char *result = NULL;
+        g_autofree char *result = NULL, *status = NULL, *qemu = g_find_program_in_path("qemu-system-x86_64");
         g_autofree uint8_t *data = g_malloc(GUEST_DATA);
         Qmp *src, *dst;
         Pair *p;
 
-        if (!g_find_program_in_path("qemu-system-x86_64")) {
+        if (!qemu) {
                 g_test_skip("qemu-system-x86_64 is not installed");
                 return;
         }
@@ -219,7 +225,8 @@ static void run_qemu_test(bool tls, const char *capability, bool postcopy) {
         result = qmp_wait_migration(src, "completed,failed,cancelled");
         g_assert_cmpstr(result, ==, "completed");
         g_free(qmp_wait_migration(dst, "completed,failed"));
-        g_assert_cmpstr(qemu_status(dst), ==, "running");
+        status = qemu_status(dst);
+        g_assert_cmpstr(status, ==, "running");
 
         helper_wait(p->source, true);
         helper_wait(p->destination, true);
