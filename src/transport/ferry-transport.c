@@ -1,18 +1,240 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 
-/* ferry-transport: the per-migration data relay that ferryd starts in a transient unit.
- * Not implemented yet (see the transport issue); it refuses to run rather than pretend. */
+/* ferry-transport: the per-migration data relay ferryd starts in a transient unit, one per
+ * migration and side. Command line, notifications and the wire protocol: docs/transport.md. */
 
+#include <errno.h>
+#include <getopt.h>
+#include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "build-config.h"
+#include "log.h"
+#include "macro.h"
+#include "notify.h"
+#include "selinux-socket.h"
+#include "sockets.h"
+#include "transport.h"
+
+#define PKI_DIR_DEFAULT FERRY_SYSCONF_DIR "/pki"
+
+static void help(void) {
+        printf("Usage: ferry-transport --source|--destination [OPTIONS]\n\n"
+               "Carries one migration's QEMU streams between two hosts.\n\n"
+               "  --source                 QEMU connects to --qemu-socket; streams go to --peer\n"
+               "  --destination            streams arrive on --listen (or LISTEN_FDS) and go to\n"
+               "                           QEMU's incoming socket --qemu-socket\n"
+               "  --migration=ID           the migration, for messages\n"
+               "  --qemu-socket=PATH       QEMU's side of the streams\n"
+               "  --peer=HOST[:PORT]       source: the destination's peer port (default %u)\n"
+               "  --peer-name=NAME         source: name the destination's certificate must carry\n"
+               "                           (default: HOST of --peer)\n"
+               "  --listen=ADDR:PORT       destination: listen here (port 0: any; see READY)\n"
+               "  --dispatch-socket=PATH   destination: take connections (fd and preamble) from the\n"
+               "                           dispatcher that owns the peer port, on this datagram socket\n"
+               "  --token-file=PATH        the migration's routing token (32 hex digits)\n"
+               "                           (default: $CREDENTIALS_DIRECTORY/token)\n"
+               "  --pki-dir=DIR            x509 files (default: $CREDENTIALS_DIRECTORY, else %s)\n"
+               "  --allowed-dn=PATTERN     destination: accept only client certificates whose DN\n"
+               "                           matches (fnmatch; repeatable; default: any the CA signed)\n"
+               "  --plaintext              no TLS (only when the administrator allows it)\n"
+               "  --seclabel=LABEL         source: the domain's SELinux label (its MCS range labels\n"
+               "                           QEMU's socket)\n"
+               "  --socket-context=CTX     source: socket context (default %s)\n"
+               "  --handshake-timeout=SEC  limit for connect, preamble and TLS handshake (default %u)\n"
+               "  --log-level=LEVEL        err, warning, info (default), debug\n"
+               "  --version\n",
+               PEER_PORT_DEFAULT, PKI_DIR_DEFAULT, FERRY_DEFAULT_SOCKET_CONTEXT, HANDSHAKE_TIMEOUT_SEC_DEFAULT);
+}
+
+static int usage_error(const char *format, ...) _printf_(1, 2);
+static int usage_error(const char *format, ...) {
+        char message[512];
+        va_list ap;
+
+        va_start(ap, format);
+        vsnprintf(message, sizeof(message), format, ap);
+        va_end(ap);
+        log_error("%s", message);
+        notify_failed(EINVAL, "%s", message);
+        return EXIT_TRANSPORT_CONFIG;
+}
 
 int main(int argc, char *argv[]) {
-        if (argc > 1 && strcmp(argv[1], "--version") == 0) {
-                printf("ferry-transport %s\n", FERRY_VERSION);
-                return 0;
+        enum {
+                ARG_SOURCE = 0x100, ARG_DESTINATION, ARG_MIGRATION, ARG_QEMU_SOCKET, ARG_PEER,
+                ARG_PEER_NAME, ARG_LISTEN, ARG_DISPATCH_SOCKET, ARG_TOKEN_FILE, ARG_PKI_DIR, ARG_ALLOWED_DN, ARG_PLAINTEXT,
+                ARG_SECLABEL, ARG_SOCKET_CONTEXT, ARG_HANDSHAKE_TIMEOUT, ARG_LOG_LEVEL, ARG_VERSION,
+        };
+        static const struct option options[] = {
+                { "help", no_argument, NULL, 'h' },
+                { "source", no_argument, NULL, ARG_SOURCE },
+                { "destination", no_argument, NULL, ARG_DESTINATION },
+                { "migration", required_argument, NULL, ARG_MIGRATION },
+                { "qemu-socket", required_argument, NULL, ARG_QEMU_SOCKET },
+                { "peer", required_argument, NULL, ARG_PEER },
+                { "peer-name", required_argument, NULL, ARG_PEER_NAME },
+                { "listen", required_argument, NULL, ARG_LISTEN },
+                { "dispatch-socket", required_argument, NULL, ARG_DISPATCH_SOCKET },
+                { "token-file", required_argument, NULL, ARG_TOKEN_FILE },
+                { "pki-dir", required_argument, NULL, ARG_PKI_DIR },
+                { "allowed-dn", required_argument, NULL, ARG_ALLOWED_DN },
+                { "plaintext", no_argument, NULL, ARG_PLAINTEXT },
+                { "seclabel", required_argument, NULL, ARG_SECLABEL },
+                { "socket-context", required_argument, NULL, ARG_SOCKET_CONTEXT },
+                { "handshake-timeout", required_argument, NULL, ARG_HANDSHAKE_TIMEOUT },
+                { "log-level", required_argument, NULL, ARG_LOG_LEVEL },
+                { "version", no_argument, NULL, ARG_VERSION },
+                {}
+        };
+        TransportConfig config = {
+                .handshake_timeout_sec = HANDSHAKE_TIMEOUT_SEC_DEFAULT,
+        };
+        _cleanup_free_ char *token_path = NULL, *pki_dir = NULL, *peer_host = NULL, *context = NULL;
+        _cleanup_free_ char **allowed_dn = NULL;
+        const char *seclabel = NULL, *socket_context = NULL, *credentials = getenv("CREDENTIALS_DIRECTORY");
+        size_t n_allowed = 0;
+        int role = -1, c, r;
+
+        while ((c = getopt_long(argc, argv, "h", options, NULL)) >= 0) {
+                switch (c) {
+                case 'h':
+                        help();
+                        return 0;
+                case ARG_VERSION:
+                        printf("ferry-transport %s\n", FERRY_VERSION);
+                        return 0;
+                case ARG_SOURCE:
+                        role = ROLE_SOURCE;
+                        break;
+                case ARG_DESTINATION:
+                        role = ROLE_DESTINATION;
+                        break;
+                case ARG_MIGRATION:
+                        config.migration = optarg;
+                        break;
+                case ARG_QEMU_SOCKET:
+                        config.qemu_socket = optarg;
+                        break;
+                case ARG_PEER:
+                        config.peer = optarg;
+                        break;
+                case ARG_PEER_NAME:
+                        config.peer_name = optarg;
+                        break;
+                case ARG_LISTEN:
+                        config.listen = optarg;
+                        break;
+                case ARG_DISPATCH_SOCKET:
+                        config.dispatch_socket = optarg;
+                        break;
+                case ARG_TOKEN_FILE:
+                        free(token_path);
+                        token_path = strdup(optarg);
+                        if (!token_path)
+                                return log_oom(), EXIT_TRANSPORT_FAILED;
+                        break;
+                case ARG_PKI_DIR:
+                        free(pki_dir);
+                        pki_dir = strdup(optarg);
+                        if (!pki_dir)
+                                return log_oom(), EXIT_TRANSPORT_FAILED;
+                        break;
+                case ARG_ALLOWED_DN: {
+                        char **a = realloc(allowed_dn, (n_allowed + 2) * sizeof(char *));
+                        if (!a)
+                                return log_oom(), EXIT_TRANSPORT_FAILED;
+                        allowed_dn = a;
+                        allowed_dn[n_allowed++] = optarg;
+                        allowed_dn[n_allowed] = NULL;
+                        break;
+                }
+                case ARG_PLAINTEXT:
+                        config.plaintext = true;
+                        break;
+                case ARG_SECLABEL:
+                        seclabel = optarg;
+                        break;
+                case ARG_SOCKET_CONTEXT:
+                        socket_context = optarg;
+                        break;
+                case ARG_HANDSHAKE_TIMEOUT: {
+                        char *end;
+                        unsigned long v;
+                        errno = 0;
+                        v = strtoul(optarg, &end, 10);
+                        if (errno || end == optarg || *end || v == 0 || v > 3600)
+                                return usage_error("invalid --handshake-timeout=%s (1 to 3600 seconds)", optarg);
+                        config.handshake_timeout_sec = (unsigned) v;
+                        break;
+                }
+                case ARG_LOG_LEVEL:
+                        r = log_level_from_string(optarg);
+                        if (r < 0)
+                                return usage_error("invalid --log-level=%s", optarg);
+                        log_set_max_level(r);
+                        break;
+                default:
+                        return EXIT_TRANSPORT_CONFIG;
+                }
         }
-        fprintf(stderr, "ferry-transport: no transport is implemented in this version.\n");
-        return 1;
+        if (optind < argc)
+                return usage_error("unexpected argument %s", argv[optind]);
+        if (role < 0)
+                return usage_error("one of --source and --destination is required");
+        config.role = role;
+        if (!config.qemu_socket)
+                return usage_error("--qemu-socket is required");
+        if (config.role == ROLE_SOURCE && !config.peer)
+                return usage_error("--peer is required with --source");
+        if (config.role == ROLE_SOURCE && (config.listen || config.dispatch_socket || allowed_dn))
+                return usage_error("--listen, --dispatch-socket and --allowed-dn are for --destination");
+        if (config.listen && config.dispatch_socket)
+                return usage_error("--listen and --dispatch-socket exclude each other");
+        if (config.role == ROLE_DESTINATION && (config.peer || config.peer_name || seclabel || socket_context))
+                return usage_error("--peer, --peer-name, --seclabel and --socket-context are for --source");
+
+        if (!token_path) {
+                if (!credentials)
+                        return usage_error("--token-file is required (or a credential named \"token\")");
+                if (asprintf(&token_path, "%s/token", credentials) < 0)
+                        return log_oom(), EXIT_TRANSPORT_FAILED;
+        }
+        r = token_read_file(token_path, config.token);
+        if (r < 0) {
+                char message[512];
+                snprintf(message, sizeof(message), "cannot read the token from %s: %s", token_path,
+                         r == -EBADMSG ? "not 32 lower-case hex digits" : strerror(-r));
+                log_error("%s", message);
+                notify_failed(-r, "%s", message);
+                return EXIT_TRANSPORT_CONFIG;
+        }
+
+        if (!pki_dir) {
+                pki_dir = strdup(credentials ?: PKI_DIR_DEFAULT);
+                if (!pki_dir)
+                        return log_oom(), EXIT_TRANSPORT_FAILED;
+        }
+        config.pki_dir = pki_dir;
+        config.allowed_dn = allowed_dn;
+
+        if (config.role == ROLE_SOURCE) {
+                unsigned port;
+
+                if (parse_host_port(config.peer, &peer_host, &port) < 0)
+                        return usage_error("invalid --peer=%s (HOST[:PORT], [IPv6][:PORT])", config.peer);
+                if (!config.peer_name)
+                        config.peer_name = peer_host;
+
+                /* Computed even with SELinux off, so a bad label fails everywhere alike. */
+                r = socket_context_compute(seclabel, socket_context, &context);
+                if (r < 0)
+                        return usage_error("invalid SELinux label or socket context (%s)",
+                                           seclabel ?: socket_context ?: FERRY_DEFAULT_SOCKET_CONTEXT);
+                config.socket_context = context;
+        }
+
+        return transport_run(&config);
 }
