@@ -416,6 +416,18 @@ bool postcopy_destination_event(Migration *m, const char *status) {
         return true;
 }
 
+static void on_incoming_status(QemuMonitor *mon, int error, const char *error_class, const char *error_desc,
+                               JsonNode *ret, void *userdata) {
+        Migration *m = userdata;
+        const char *status;
+
+        if (error < 0 || !ret || !JSON_NODE_HOLDS_OBJECT(ret) || m->state != MIGRATION_RUNNING)
+                return;
+        status = json_object_get_string_member_with_default(json_node_get_object(ret), "status", "");
+        if (strcmp(status, "postcopy-active") != 0) /* where it was: nothing missed */
+                postcopy_destination_event(m, status);
+}
+
 bool postcopy_destination_keeps_going(Migration *m) {
         Domain *d = migration_domain(m);
 
@@ -426,5 +438,9 @@ bool postcopy_destination_keeps_going(Migration *m) {
         m->running_here = true;
         if (domain_begin_migration(d, m) < 0)
                 log_warning("Migration %u: %s is busy, its post-copy may end unnoticed.", m->id, m->domain_name);
+        /* While the guest was being resumed the domain did not pass QEMU's MIGRATION events on:
+         * an end in that window would go unnoticed. Ask. */
+        else if (domain_monitor(d))
+                (void) qemu_monitor_command(domain_monitor(d), "query-migrate", NULL, 0, on_incoming_status, m);
         return true;
 }
