@@ -77,11 +77,47 @@ static int append_option(sd_bus_message *m, const char *spec) {
         return sd_bus_message_close_container(m);
 }
 
+/* Phase changes of outgoing migrations, as PropertiesChanged shows them (ferryd signals at
+ * most about ten times a second, so a phase may be seen up to ~100 ms late, or skipped). */
+#define MAX_PHASES 16
 typedef struct Wait {
         const char *path;
         bool ended;
         uint64_t end_usec;
+        size_t n_phases;
+        struct {
+                char path[128], phase[32];
+                uint64_t usec;
+        } phases[MAX_PHASES];
 } Wait;
+
+static int on_properties(sd_bus_message *m, void *userdata, sd_bus_error *ret_error) {
+        Wait *w = userdata;
+        const char *iface, *key, *phase;
+        uint64_t usec = now_realtime_usec();
+
+        (void) ret_error;
+        if (sd_bus_message_read(m, "s", &iface) < 0 || strcmp(iface, MIGRATION_IFACE) != 0)
+                return 0;
+        if (sd_bus_message_enter_container(m, 'a', "{sv}") < 0)
+                return 0;
+        while (sd_bus_message_enter_container(m, 'e', "sv") > 0) {
+                if (sd_bus_message_read(m, "s", &key) < 0)
+                        return 0;
+                if (strcmp(key, "Phase") == 0 && sd_bus_message_read(m, "v", "s", &phase) >= 0) {
+                        if (w->n_phases < MAX_PHASES) {
+                                snprintf(w->phases[w->n_phases].path, sizeof(w->phases[0].path), "%s",
+                                         sd_bus_message_get_path(m));
+                                snprintf(w->phases[w->n_phases].phase, sizeof(w->phases[0].phase), "%s", phase);
+                                w->phases[w->n_phases++].usec = usec;
+                        }
+                } else if (sd_bus_message_skip(m, "v") < 0)
+                        return 0;
+                if (sd_bus_message_exit_container(m) < 0)
+                        return 0;
+        }
+        return 0;
+}
 
 static int on_ended(sd_bus_message *m, void *userdata, sd_bus_error *ret_error) {
         Wait *w = userdata;
@@ -117,7 +153,7 @@ static void print_string_property(sd_bus *bus, const char *path, const char *nam
 int main(int argc, char **argv) {
         sd_bus_error error = SD_BUS_ERROR_NULL;
         sd_bus_message *m = NULL, *reply = NULL;
-        sd_bus_slot *slot = NULL;
+        sd_bus_slot *slot = NULL, *slot_props = NULL;
         sd_bus *bus = NULL;
         const char *domain_path, *migration_path;
         char *domain = NULL;
@@ -194,6 +230,12 @@ int main(int argc, char **argv) {
         r = sd_bus_match_signal(bus, &slot, BUS_NAME, MANAGER_PATH, MANAGER_IFACE, "MigrationEnded", on_ended, &w);
         if (r < 0)
                 return die("cannot subscribe to MigrationEnded", NULL, r);
+        r = sd_bus_add_match(bus, &slot_props,
+                             "type='signal',sender='" BUS_NAME "',interface='org.freedesktop.DBus.Properties',"
+                             "member='PropertiesChanged',path_namespace='/org/ferry/Ferry1/migration'",
+                             on_properties, &w);
+        if (r < 0)
+                return die("cannot subscribe to PropertiesChanged", NULL, r);
 
         uint64_t call_usec = now_realtime_usec();
         r = sd_bus_call(bus, m, 0, &error, &reply);
@@ -232,11 +274,20 @@ int main(int argc, char **argv) {
                 if (sd_bus_get_property_trivial(bus, BUS_NAME, migration_path, MIGRATION_IFACE, *p, &error, 't', &v) >= 0)
                         printf(", \"%s\": %" PRIu64, *p, v);
         }
-        printf("}\n");
+        printf(", \"phases\": [");
+        bool first = true;
+        for (size_t i = 0; i < w.n_phases; i++)
+                if (strcmp(w.phases[i].path, migration_path) == 0) {
+                        printf("%s{\"phase\": \"%s\", \"usec\": %" PRIu64 "}", first ? "" : ", ",
+                               w.phases[i].phase, w.phases[i].usec);
+                        first = false;
+                }
+        printf("]}\n");
 
         sd_bus_message_unref(reply);
         sd_bus_message_unref(m);
         sd_bus_slot_unref(slot);
+        sd_bus_slot_unref(slot_props);
         sd_bus_error_free(&error);
         sd_bus_flush_close_unref(bus);
         free(domain);
