@@ -1,6 +1,7 @@
 /* ferry-test-guest: a multiboot kernel that fills guest RAM with self-verifying pages, keeps
  * rewriting a working set of them, checks them itself and reports on COM1.
- * Freestanding 32-bit C: protected mode, no paging, no interrupts. See README.md. */
+ * Freestanding 32-bit C: protected mode, no interrupts, no paging (except while bulk=1 fills
+ * RAM above 4 GiB through a PAE window). See README.md. */
 #include <stddef.h>
 #include <stdint.h>
 
@@ -10,6 +11,7 @@
 #define MB_BOOT_MAGIC 0x2BADB002u
 #define MB_INFO_MEM 0x1u
 #define MB_INFO_CMDLINE 0x4u
+#define MB_INFO_MMAP 0x40u
 #define MAX_CORRUPT_LINES 64u
 
 struct multiboot_info {
@@ -18,7 +20,18 @@ struct multiboot_info {
         uint32_t mem_upper; /* KiB of contiguous RAM from 1 MiB */
         uint32_t boot_device;
         uint32_t cmdline;
+        uint32_t mods_count, mods_addr;
+        uint32_t syms[4];
+        uint32_t mmap_length; /* bytes of the memory map at mmap_addr */
+        uint32_t mmap_addr;
 };
+
+/* One memory map entry; size does not count itself. */
+struct multiboot_mmap {
+        uint32_t size;
+        uint64_t addr, len;
+        uint32_t type; /* 1: usable RAM */
+} __attribute__((packed));
 
 void guest_main(uint32_t magic, const struct multiboot_info *mbi);
 
@@ -148,7 +161,8 @@ static struct {
         uint32_t verify;   /* pages verified per page dirtied (or per loop when dirty=0) */
         uint32_t recheck;  /* verify each working-set page before rewriting it */
         uint32_t alive_ms; /* interval between ALIVE lines */
-} opt = { 8u << 20, 1u << 20, 1, 0, 1, 1, 1000 };
+        uint32_t bulk;     /* fill all other RAM with non-zero data, for throughput benchmarks */
+} opt = { 8u << 20, 1u << 20, 1, 0, 1, 1, 1000, 0 };
 
 static char cmdline[1024];
 
@@ -260,6 +274,8 @@ static void parse_cmdline(void)
                         opt.recheck = (uint32_t)v;
                 else if (streq_n(tok, "alive", klen) && v >= 1 && v <= 3600000)
                         opt.alive_ms = (uint32_t)v;
+                else if (streq_n(tok, "bulk", klen) && v <= 1)
+                        opt.bulk = (uint32_t)v;
                 else
                         fatal("unknown option or value out of range", tok, len);
         }
@@ -365,6 +381,88 @@ static void verify_page(uint32_t index, uint32_t want_gen)
         }
 }
 
+/* ---- bulk=1: every other byte of RAM non-zero ---- */
+
+/* Migration skips zero pages, so a benchmark needs RAM that holds data. Each word gets its own
+ * physical address (odd, so never zero): cheap to write, distinct per page, not checked. */
+static void bulk_fill(uint32_t virt, uint64_t phys, uint32_t bytes)
+{
+        volatile uint32_t *w = (volatile uint32_t *)(uintptr_t)virt;
+        uint32_t hi = (uint32_t)(phys >> 32) << 8, lo = (uint32_t)phys;
+        for (uint32_t i = 0; i < bytes / 4; i++)
+                w[i] = ((lo + i * 4) | 1) ^ hi;
+}
+
+/* RAM above 4 GiB is reached through a 1 GiB window of 2 MiB PAE pages at virtual 1 GiB; the
+ * first GiB (this kernel, its stack, the page tables) is identity-mapped. Paging is on only
+ * here, so everything else keeps using physical addresses. */
+#define WINDOW 0x40000000u
+#define PDE_2M 0x83u /* present, writable, 2 MiB page */
+static uint64_t pdpt[4] __attribute__((aligned(32)));
+static uint64_t pd_low[512] __attribute__((aligned(4096)));
+static uint64_t pd_window[512] __attribute__((aligned(4096)));
+
+static inline uint32_t read_cr(int n)
+{
+        uint32_t v = 0;
+        if (n == 0)
+                __asm__ __volatile__("mov %%cr0, %0" : "=r"(v));
+        else
+                __asm__ __volatile__("mov %%cr4, %0" : "=r"(v));
+        return v;
+}
+
+static void bulk_fill_high(uint64_t base, uint64_t len)
+{
+        for (uint32_t i = 0; i < 512; i++)
+                pd_low[i] = ((uint64_t)i << 21) | PDE_2M;
+        pdpt[0] = (uint32_t)(uintptr_t)pd_low | 1u;
+        pdpt[1] = (uint32_t)(uintptr_t)pd_window | 1u;
+        pdpt[2] = pdpt[3] = 0;
+        __asm__ __volatile__("mov %0, %%cr3" : : "r"((uint32_t)(uintptr_t)pdpt) : "memory");
+        __asm__ __volatile__("mov %0, %%cr4" : : "r"(read_cr(4) | 0x20u) : "memory"); /* PAE */
+        __asm__ __volatile__("mov %0, %%cr0" : : "r"(read_cr(0) | 0x80000000u) : "memory"); /* PG */
+        while (len) {
+                uint64_t chunk = base & ~0x1fffffull; /* 2 MiB aligned */
+                uint32_t off = (uint32_t)(base - chunk);
+                uint32_t n = len > WINDOW - off ? WINDOW - off : (uint32_t)len;
+                for (uint32_t i = 0; i < 512; i++)
+                        pd_window[i] = (chunk + ((uint64_t)i << 21)) | PDE_2M;
+                /* reloading CR3 flushes the old window's translations */
+                __asm__ __volatile__("mov %0, %%cr3" : : "r"((uint32_t)(uintptr_t)pdpt) : "memory");
+                bulk_fill(WINDOW + off, base, n);
+                base += n;
+                len -= n;
+        }
+        __asm__ __volatile__("mov %0, %%cr0" : : "r"(read_cr(0) & ~0x80000000u) : "memory");
+        __asm__ __volatile__("mov %0, %%cr4" : : "r"(read_cr(4) & ~0x20u) : "memory");
+}
+
+/* Fills [fill_end, mem_end) below 4 GiB and every usable region of the memory map above it;
+ * returns the bytes written. */
+static uint64_t bulk_fill_all(const struct multiboot_info *mbi, uint32_t fill_end, uint64_t mem_end)
+{
+        uint64_t done = 0;
+        if (mem_end > fill_end) {
+                bulk_fill(fill_end, fill_end, (uint32_t)(mem_end - fill_end));
+                done += mem_end - fill_end;
+        }
+        if (!(mbi->flags & MB_INFO_MMAP))
+                return done;
+        for (uint32_t p = mbi->mmap_addr; p < mbi->mmap_addr + mbi->mmap_length;) {
+                const struct multiboot_mmap *e = (const struct multiboot_mmap *)(uintptr_t)p;
+                uint64_t start = e->addr, end = e->addr + e->len;
+                if (e->type == 1 && end > 0x100000000ull) {
+                        if (start < 0x100000000ull)
+                                start = 0x100000000ull;
+                        bulk_fill_high(start, end - start);
+                        done += end - start;
+                }
+                p += e->size + 4;
+        }
+        return done;
+}
+
 /* The dirtying loop's state. gen: the generation being written; dirty pages [0, cursor)
  * hold gen, the rest of the working set gen - 1, pages past the working set 0. */
 static uint32_t gen = 1, cursor, vcursor;
@@ -426,6 +524,7 @@ void guest_main(uint32_t magic, const struct multiboot_info *mbi)
         put_kv("dirty-pages", n_dirty);
         put_kv("mem", mem_end);
         put_kv("tsc-khz", tsc_khz);
+        put_kv("bulk", opt.bulk);
         puts_serial("\n");
 
         uint64_t t0 = rdtsc();
@@ -436,6 +535,15 @@ void guest_main(uint32_t magic, const struct multiboot_info *mbi)
         put_kv("pages", n_pages);
         put_kv("fill-ms", div64(t1 - t0, khz, NULL));
         puts_serial("\n");
+
+        if (opt.bulk) {
+                uint64_t b0 = rdtsc();
+                uint64_t bytes = bulk_fill_all(mbi, FERRY_FILL_BASE + n_pages * FERRY_PAGE_SIZE, mem_end);
+                puts_serial("FILLED");
+                put_kv("bytes", bytes);
+                put_kv("fill-ms", div64(rdtsc() - b0, khz, NULL));
+                puts_serial("\n");
+        }
 
         uint64_t alive_ticks = (uint64_t)khz * opt.alive_ms;
         uint64_t page_ticks = 0; /* TSC ticks per dirtied page under rate= */
