@@ -25,6 +25,8 @@ void source_fail(Migration *m, const char *error_name, const char *message);
 void resume_source(Migration *m);
 /* The destination runs the guest: ours goes (and its definition with undefine_source). */
 void source_confirm(Migration *m);
+/* Reads QEMU's final figures (total time, downtime), then calls then(m) (if not NULL). */
+void source_read_final_stats(Migration *m, void (*then)(Migration *m));
 /* A free port of the configured range for an incoming stream, or 0. */
 uint16_t migration_pick_port(Manager *manager);
 

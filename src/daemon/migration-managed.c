@@ -113,7 +113,11 @@ int migration_confirm_managed(Migration *m, bool success) {
         }
         if (m->options.offline ? m->phase != MIGRATION_PHASE_BEGIN : !m->perform_done)
                 return -ENOTCONN;
-        /* The destination has the guest (or, offline, the definition): ours goes. */
+        /* The destination has the guest (or, offline, the definition): ours goes. The client
+         * waits for that, so QEMU's final figures arrive just after the end (ordered before
+         * its quit). */
+        if (!m->options.offline)
+                source_read_final_stats(m, NULL);
         set_phase(m, MIGRATION_PHASE_CONFIRM);
         if (d) {
                 bool offline = m->options.offline;

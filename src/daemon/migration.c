@@ -370,7 +370,33 @@ static int on_peer_finish(sd_bus_message *reply, void *userdata, sd_bus_error *r
         return 0;
 }
 
-void source_confirm(Migration *m) {
+static void on_final_stats(QemuMonitor *mon, int error, const char *error_class, const char *error_desc,
+                           JsonNode *ret, void *userdata) {
+        Migration *m = userdata;
+        void (*then)(Migration *m) = m->after_final_stats;
+
+        m->after_final_stats = NULL;
+        on_query_migrate(mon, error, error_class, error_desc, ret, m);
+        if (then && m->state == MIGRATION_RUNNING)
+                then(m);
+}
+
+void source_read_final_stats(Migration *m, void (*then)(Migration *m)) {
+        Domain *d = migration_domain(m);
+
+        /* QEMU 7.2 reports "completed" before it has worked out the total time and the downtime,
+         * so the figures read at that event may be zeros. Before our QEMU goes, ask again: by now
+         * (the destination answered Finish) it has them, and the ended job keeps them. */
+        m->after_final_stats = then;
+        if (!d || !domain_monitor(d) ||
+            qemu_monitor_command(domain_monitor(d), "query-migrate", NULL, 0, on_final_stats, m) < 0) {
+                m->after_final_stats = NULL;
+                if (then)
+                        then(m);
+        }
+}
+
+static void source_confirm_now(Migration *m) {
         Domain *d = migration_domain(m);
 
         /* The destination runs the guest: ours must go. With undefine_source the definition
@@ -385,6 +411,10 @@ void source_confirm(Migration *m) {
                 domain_confirm_migrated_out(d);
         }
         migration_end(m, MIGRATION_COMPLETED, NULL, NULL);
+}
+
+void source_confirm(Migration *m) {
+        source_read_final_stats(m, source_confirm_now);
 }
 
 static void source_finish(Migration *m) {

@@ -124,6 +124,7 @@ typedef struct Migration {
         /* outgoing */
         bool managed;              /* managed direct: a client drives the phases */
         bool perform_done;         /* managed: QEMU sent everything, the guest is paused here */
+        void (*after_final_stats)(struct Migration *m); /* Confirm, once QEMU's final figures are read */
         MigrationDone perform_done_cb; /* managed: the answer to Perform */
         void *perform_userdata;
         sd_bus *peer;              /* connection to the destination ferryd */
