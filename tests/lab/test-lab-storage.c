@@ -247,6 +247,12 @@ static void test_refusals(void) {
         g_assert_cmpint(r.status, ==, 1);
         g_assert_nonnull(strstr(r.err, "cannot copy disk vdb"));
         lab_result_clear(&r);
+        /* QEMU checks the NBD server's certificate against a host name. */
+        CTL("b", &r, "migrate", "--p2p", "--tls", "--copy-storage-all", "--disks-uri", "unix:///run/ferry-test/nbd.sock",
+            "st1", TO_A);
+        g_assert_cmpint(r.status, ==, 1);
+        g_assert_nonnull(strstr(r.err, "TLS needs a tcp: disks URI"));
+        lab_result_clear(&r);
         /* Bad values, at the bus edge. */
         const char *lookup[] = { "busctl", "call", "org.ferry.Ferry1", "/org/ferry/Ferry1", "org.ferry.Ferry1.Manager",
                                  "GetDomainByName", "s", "st1", NULL };
