@@ -315,13 +315,32 @@ static void test_copy_with_tls(void) {
         lab_result_clear(&r);
         const char *tls[] = { "sh", "-c", "busctl get-property org.ferry.Ferry1 $(busctl call org.ferry.Ferry1 "
                               "/org/ferry/Ferry1 org.freedesktop.DBus.ObjectManager GetManagedObjects | "
-                              "grep -o '/org/ferry/Ferry1/migration/[0-9]*' | sort -t/ -k5 -n | tail -1) "
+                              "grep -o '/org/ferry/Ferry1/migration/[0-9]*' | sort -t/ -k6 -n | tail -1) "
                               "org.ferry.Ferry1.Migration TLS CopyStorage", NULL };
         lab_exec("a", NULL, tls, &r);
         g_assert_cmpstr(r.out, ==, "b true\ns \"all\"\n");
 
         const char *rm[] = { "rm", "-rf", tmp, NULL };
         lab_local(rm, &r);
+}
+
+/* The NBD server on a UNIX socket both hosts see (the lab's shared peers directory). */
+static void test_unix_disks_uri(void) {
+        g_auto(LabResult) r = {};
+
+        sh_ok("b", "rm -f " IMAGE);
+        CTL("a", &r, "migrate", "--p2p", "--copy-storage-all", "--disks-uri", "unix:///run/ferry-lab-peers/st1-nbd.sock",
+            "st1", TO_B);
+        g_test_message("%s", r.err);
+        g_assert_cmpint(r.status, ==, 0);
+        assert_only_on("b", "a");
+        g_assert_true(lab_wait_for("b", "test $(grep -c 'ALIVE.*disk-written' /run/ferry-test/st1.log) -ge 3", 60000));
+        lab_guest_assert_intact("b", "st1", 3, true);
+        lab_result_clear(&r);
+        lab_sh("b", NULL, "busctl get-property org.ferry.Ferry1 $(busctl call org.ferry.Ferry1 /org/ferry/Ferry1 "
+                          "org.freedesktop.DBus.ObjectManager GetManagedObjects | grep -o '/org/ferry/Ferry1/migration/[0-9]*' "
+                          "| sort -t/ -k6 -n | tail -1) org.ferry.Ferry1.Migration DisksURI", &r);
+        g_assert_cmpstr(r.out, ==, "s \"unix:///run/ferry-lab-peers/st1-nbd.sock\"\n");
 }
 
 int main(int argc, char *argv[]) {
@@ -337,6 +356,7 @@ int main(int argc, char *argv[]) {
         g_test_add_func("/lab/storage/faults", test_faults);
         g_test_add_func("/lab/storage/refusals", test_refusals);
         g_test_add_func("/lab/storage/copy-with-tls", test_copy_with_tls);
+        g_test_add_func("/lab/storage/unix-disks-uri", test_unix_disks_uri);
 
         return lab_run("storage", hosts);
 }
