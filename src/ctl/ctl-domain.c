@@ -211,6 +211,8 @@ void ctl_domain_help(void) {
                "  migrate [--p2p | --direct] [--live] [--offline] [--verbose] [--suspend] [--persistent] [--undefinesource]\n"
                "          [--tls] [--auto-converge] [--change-protection] [--bandwidth MiB] [--max-downtime MS]\n"
                "          [--timeout S] [--migrateuri URI] [--listen-address A] [--xml FILE] [--dname NAME]\n"
+               "          [--postcopy [--postcopy-after-precopy] [--postcopy-bandwidth MiB]] [--postcopy-resume]\n"
+               "          [--parallel [--parallel-connections N]]\n"
                "          DOMAIN DEST-URI\n"
                "                                 live-migrate to another host's ferryd (peer to peer)\n");
 }

@@ -17,7 +17,7 @@
 
 typedef struct Job {
         unsigned long id;
-        char *path, *domain, *domain_name, *direction, *phase, *state, *error_message;
+        char *path, *domain, *domain_name, *direction, *phase, *state, *error_message, *postcopy;
         uint64_t elapsed, total, processed, remaining, bps, dirty_rate, iteration, expected_downtime, downtime;
         uint64_t disk_total, disk_processed, disk_remaining, disk_bps;
         char *copy_storage;
@@ -27,7 +27,7 @@ typedef struct Job {
 
 static void job_done(Job *j) {
         free(j->path), free(j->domain), free(j->domain_name), free(j->direction);
-        free(j->phase), free(j->state), free(j->error_message), free(j->copy_storage);
+        free(j->phase), free(j->state), free(j->error_message), free(j->copy_storage), free(j->postcopy);
         *j = (Job) {};
 }
 
@@ -37,7 +37,7 @@ static int read_properties(sd_bus_message *m, Job *j) {
                 { "Domain", offsetof(Job, domain) }, { "DomainName", offsetof(Job, domain_name) },
                 { "Direction", offsetof(Job, direction) }, { "Phase", offsetof(Job, phase) },
                 { "State", offsetof(Job, state) }, { "ErrorMessage", offsetof(Job, error_message) },
-                { "CopyStorage", offsetof(Job, copy_storage) },
+                { "CopyStorage", offsetof(Job, copy_storage) }, { "PostCopy", offsetof(Job, postcopy) },
         }, numbers[] = {
                 { "ElapsedUSec", offsetof(Job, elapsed) }, { "DataTotal", offsetof(Job, total) },
                 { "DataProcessed", offsetof(Job, processed) }, { "DataRemaining", offsetof(Job, remaining) },
@@ -186,6 +186,8 @@ static void print_job(const Job *j) {
                 printf("%-17s %.3f MiB/s\n", "File bandwidth:", j->disk_bps / 1048576.0);
         }
         printf("%-17s %s\n", "Encrypted (TLS):", j->tls ? "yes" : "no");
+        if (j->postcopy && strcmp(j->postcopy, "off") != 0)
+                printf("%-17s %s\n", "Post-copy:", j->postcopy);
         if (j->auto_converge)
                 printf("%-17s %" PRIu32 " %%\n", "Auto converge throttle:", j->throttle);
         if (strcmp(j->state, "running") == 0)
@@ -203,7 +205,8 @@ void ctl_job_help(void) {
                "  domjobabort DOMAIN             cancel the running outgoing migration\n"
                "  migrate-setspeed DOMAIN MiB    its bandwidth limit in MiB/s (0: none)\n"
                "  migrate-setmaxdowntime DOMAIN MS\n"
-               "                                 its maximum downtime at the switch-over\n");
+               "                                 its maximum downtime at the switch-over\n"
+               "  migrate-postcopy DOMAIN        switch its migration (armed with --postcopy) to post-copy\n");
 }
 
 int ctl_job(int argc, char **argv) {
@@ -211,12 +214,18 @@ int ctl_job(int argc, char **argv) {
         _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
         _cleanup_free_ char *domain_path = NULL;
         const char *verb = argv[0], *method = NULL, *what = "failed to abort the job";
-        bool info = strcmp(verb, "domjobinfo") == 0, abort_job = strcmp(verb, "domjobabort") == 0;
+        bool info = strcmp(verb, "domjobinfo") == 0, abort_job = strcmp(verb, "domjobabort") == 0,
+             postcopy = strcmp(verb, "migrate-postcopy") == 0;
         uint64_t value = 0;
         char *end;
         Job j = {};
         int r;
 
+        if (postcopy) {
+                abort_job = true; /* the same checks; another method */
+                method = "StartPostCopy";
+                what = "failed to switch to post-copy";
+        }
         if (argc != (info || abort_job ? 2 : 3)) {
                 fprintf(stderr, "error: usage: ferryctl %s DOMAIN%s\n", verb,
                         info || abort_job ? "" : strcmp(verb, "migrate-setspeed") == 0 ? " MiB" : " MS");
@@ -268,14 +277,38 @@ int ctl_job(int argc, char **argv) {
                 r = -ENOENT;
         } else {
                 if (abort_job)
-                        r = sd_bus_call_method(bus, FERRY_BUS_NAME, j.path, FERRY_MIGRATION_INTERFACE, "Cancel",
-                                               &error, NULL, NULL);
+                        r = sd_bus_call_method(bus, FERRY_BUS_NAME, j.path, FERRY_MIGRATION_INTERFACE,
+                                               method ?: "Cancel", &error, NULL, NULL);
                 else
                         r = sd_bus_call_method(bus, FERRY_BUS_NAME, j.path, FERRY_MIGRATION_INTERFACE, method,
                                                &error, NULL, "t", value);
                 if (r < 0)
                         r = ctl_report_error(what, &error, r);
         }
+        job_done(&j);
+        return r;
+}
+
+int ctl_job_recover(sd_bus *bus, const char *domain_path, char **ret_job) {
+        _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+        Job j = {};
+        int r;
+
+        r = find_job(bus, domain_path, NULL, &j);
+        if (r < 0)
+                return r;
+        if (!j.path || strcmp(j.state, "running") != 0 || strcmp(j.direction, "outgoing") != 0) {
+                fprintf(stderr, "error: failed to resume the post-copy migration\nerror: Requested operation is not valid: %s\n",
+                        !j.path || strcmp(j.state, "running") != 0 ? "no job is active on the domain"
+                                                                  : "the migration is incoming here; ask the source host");
+                job_done(&j);
+                return -ENOENT;
+        }
+        r = sd_bus_call_method(bus, FERRY_BUS_NAME, j.path, FERRY_MIGRATION_INTERFACE, "Recover", &error, NULL, NULL);
+        if (r < 0)
+                r = ctl_report_error("failed to resume the post-copy migration", &error, r);
+        else
+                *ret_job = TAKE_PTR(j.path);
         job_done(&j);
         return r;
 }

@@ -29,7 +29,8 @@ typedef struct Progress {
         char *phase;
         char *error_name;
         char *error_message;
-        uint64_t total, remaining, processed;
+        uint64_t total, remaining, processed, iteration;
+        char *postcopy;
 } Progress;
 
 static void progress_done(Progress *p) {
@@ -37,6 +38,7 @@ static void progress_done(Progress *p) {
         free(p->phase);
         free(p->error_name);
         free(p->error_message);
+        free(p->postcopy);
 }
 
 static int read_progress(sd_bus *bus, const char *path, Progress *p) {
@@ -58,6 +60,8 @@ static int read_progress(sd_bus *bus, const char *path, Progress *p) {
         U64("DataTotal", total);
         U64("DataRemaining", remaining);
         U64("DataProcessed", processed);
+        U64("Iteration", iteration);
+        STR("PostCopy", postcopy);
 #undef STR
 #undef U64
         return 0;
@@ -91,9 +95,11 @@ typedef struct MigrateArgs {
         char *disks_port_uri;
         char **disks;              /* --migrate-disks vda,vdb */
         char *xml;                 /* --xml FILE: its contents */
-        uint64_t bandwidth, downtime, timeout;
+        uint64_t bandwidth, downtime, timeout, postcopy_bandwidth;
+        unsigned parallel_connections;
         bool p2p, verbose, suspend, persistent, undefine_source, offline, direct, tls, auto_converge,
-             change_protection;
+             change_protection, postcopy, postcopy_after_precopy, postcopy_resume, parallel,
+             parallel_connections_set;
 } MigrateArgs;
 
 static void migrate_args_done(MigrateArgs *a) {
@@ -106,7 +112,8 @@ static int migrate_args_parse(int argc, char **argv, MigrateArgs *a) {
         enum { O_P2P = 0x100, O_LIVE, O_VERBOSE, O_BANDWIDTH, O_MIGRATEURI, O_SUSPEND, O_DOWNTIME, O_PERSISTENT,
                O_UNDEFINE_SOURCE, O_OFFLINE, O_DIRECT, O_TLS, O_AUTO_CONVERGE, O_XML, O_DNAME, O_CHANGE_PROTECTION,
                O_LISTEN_ADDRESS, O_TIMEOUT, O_COPY_STORAGE_ALL, O_COPY_STORAGE_INC, O_MIGRATE_DISKS, O_DISKS_URI,
-               O_DISKS_PORT };
+               O_DISKS_PORT, O_POSTCOPY, O_POSTCOPY_AFTER_PRECOPY, O_POSTCOPY_BANDWIDTH, O_POSTCOPY_RESUME, O_PARALLEL,
+               O_PARALLEL_CONNECTIONS };
         static const struct option options[] = {
                 { "p2p", no_argument, NULL, O_P2P },
                 { "live", no_argument, NULL, O_LIVE },
@@ -131,6 +138,12 @@ static int migrate_args_parse(int argc, char **argv, MigrateArgs *a) {
                 { "migrate-disks", required_argument, NULL, O_MIGRATE_DISKS },
                 { "disks-uri", required_argument, NULL, O_DISKS_URI },
                 { "disks-port", required_argument, NULL, O_DISKS_PORT },
+                { "postcopy", no_argument, NULL, O_POSTCOPY },
+                { "postcopy-after-precopy", no_argument, NULL, O_POSTCOPY_AFTER_PRECOPY },
+                { "postcopy-bandwidth", required_argument, NULL, O_POSTCOPY_BANDWIDTH },
+                { "postcopy-resume", no_argument, NULL, O_POSTCOPY_RESUME },
+                { "parallel", no_argument, NULL, O_PARALLEL },
+                { "parallel-connections", required_argument, NULL, O_PARALLEL_CONNECTIONS },
                 {}
         };
         g_autoptr(GError) gerror = NULL;
@@ -239,6 +252,38 @@ static int migrate_args_parse(int argc, char **argv, MigrateArgs *a) {
                         }
                         a->timeout *= UINT64_C(1000000);
                         break;
+                case O_POSTCOPY:
+                        a->postcopy = true;
+                        break;
+                case O_POSTCOPY_AFTER_PRECOPY:
+                        a->postcopy_after_precopy = true;
+                        break;
+                case O_POSTCOPY_RESUME:
+                        a->postcopy_resume = true;
+                        break;
+                case O_POSTCOPY_BANDWIDTH:
+                        a->postcopy_bandwidth = strtoull(optarg, &end, 10);
+                        if (*end || optarg[0] == '-' || a->postcopy_bandwidth > (UINT64_C(1) << 30)) {
+                                fprintf(stderr, "error: --postcopy-bandwidth takes MiB/s\n");
+                                return CTL_USAGE_ERROR;
+                        }
+                        a->postcopy_bandwidth <<= 20;
+                        break;
+                case O_PARALLEL:
+                        a->parallel = true;
+                        break;
+                case O_PARALLEL_CONNECTIONS: {
+                        unsigned long n = strtoul(optarg, &end, 10);
+                        /* ferryd checks the range; here only that it is a number. */
+                        if (*end || optarg[0] == '-' || end == optarg || n > UINT32_MAX) {
+                                fprintf(stderr, "error: --parallel-connections takes a number\n");
+                                return CTL_USAGE_ERROR;
+                        }
+                        a->parallel_connections = (unsigned) n;
+                        a->parallel_connections_set = true;
+                        a->parallel = true;
+                        break;
+                }
                 default:
                         return CTL_USAGE_ERROR;
                 }
@@ -250,6 +295,16 @@ static int migrate_args_parse(int argc, char **argv, MigrateArgs *a) {
                 fprintf(stderr, "error: --p2p and --direct are two different flows: pick one\n");
                 return CTL_USAGE_ERROR;
         }
+        if ((a->postcopy_after_precopy || a->postcopy_bandwidth) && !a->postcopy) {
+                fprintf(stderr, "error: --postcopy-after-precopy and --postcopy-bandwidth need --postcopy\n");
+                return CTL_USAGE_ERROR;
+        }
+        /* As virsh: --parallel alone means two connections. */
+        if (a->parallel && !a->parallel_connections_set)
+                a->parallel_connections = 2;
+        /* Post-copy needs the source's ferryd to drive the switch and the recovery: p2p. */
+        if (a->postcopy && !a->direct)
+                a->p2p = true;
         if (a->disks_uri && a->disks_port_uri) {
                 fprintf(stderr, "error: --disks-uri and --disks-port: pick one\n");
                 return CTL_USAGE_ERROR;
@@ -325,6 +380,12 @@ static int migrate_args_append(sd_bus_message *m, const MigrateArgs *a, bool pre
         }
         if (r >= 0 && a->disks_uri && !prepare)
                 r = sd_bus_message_append(m, "{sv}", "disks_uri", "s", a->disks_uri);
+        if (r >= 0 && a->postcopy)
+                r = sd_bus_message_append(m, "{sv}", "postcopy", "b", 1);
+        if (r >= 0 && a->postcopy_bandwidth && !prepare)
+                r = sd_bus_message_append(m, "{sv}", "postcopy_bandwidth", "t", a->postcopy_bandwidth);
+        if (r >= 0 && a->parallel)
+                r = sd_bus_message_append(m, "{sv}", "parallel_connections", "u", (uint32_t) a->parallel_connections);
         if (r >= 0)
                 r = sd_bus_message_close_container(m);
         return r;
@@ -332,9 +393,10 @@ static int migrate_args_append(sd_bus_message *m, const MigrateArgs *a, bool pre
 
 /* Follows the job at path on bus until it ends (wait_reply NULL) or until *wait_reply is set
  * (a pending call's answer), drawing the bar with --verbose. p: the last figures read. */
-static int watch(sd_bus *bus, const char *path, bool verbose, sd_bus_message **wait_reply, Progress *p) {
+static int watch(sd_bus *bus, const char *path, bool verbose, bool postcopy_after_precopy, sd_bus_message **wait_reply,
+                 Progress *p) {
         _cleanup_(sd_bus_slot_unrefp) sd_bus_slot *match = NULL;
-        bool dirty = true;
+        bool dirty = true, switched = false;
         int r;
 
         /* Subscribe first, then read: no change can slip between the two. */
@@ -352,6 +414,17 @@ static int watch(sd_bus *bus, const char *path, bool verbose, sd_bus_message **w
                                 return r;
                         if (!wait_reply && strcmp(p->state, "running") != 0)
                                 return 0;
+                        /* virsh --postcopy-after-precopy: QEMU counts a pass done when the
+                         * next one begins (Iteration 2). */
+                        if (postcopy_after_precopy && !switched && p->iteration >= 2 &&
+                            strcmp(p->postcopy, "armed") == 0) {
+                                _cleanup_(sd_bus_error_free) sd_bus_error error = SD_BUS_ERROR_NULL;
+                                switched = true;
+                                if (sd_bus_call_method(bus, FERRY_BUS_NAME, path, FERRY_MIGRATION_INTERFACE,
+                                                       "StartPostCopy", &error, NULL, NULL) < 0)
+                                        fprintf(stderr, "warning: cannot switch to post-copy: %s\n",
+                                                error.message ?: error.name);
+                        }
                         if (verbose && strcmp(p->state, "running") == 0)
                                 draw(p, false);
                 }
@@ -513,7 +586,7 @@ static int migrate_managed(sd_bus *src, const char *domain_path, const char *des
                         give_up(src, mig, "Confirm");
                         return ctl_report_error("cannot call Perform", NULL, r);
                 }
-                r = watch(src, mig, a->verbose, &performed, &p);
+                r = watch(src, mig, a->verbose, false, &performed, &p);
                 if (r < 0)
                         goto out;
                 if (sd_bus_message_is_method_error(performed, NULL)) {
@@ -585,6 +658,13 @@ int ctl_migrate(int argc, char **argv) {
         r = ctl_find_domain(bus, a.domain, &domain_path);
         if (r < 0)
                 return r;
+        if (a.postcopy_resume) {
+                /* virsh migrate --postcopy-resume: the domain's paused post-copy goes on. */
+                r = ctl_job_recover(bus, domain_path, &migration);
+                if (r < 0)
+                        return r;
+                goto follow;
+        }
         if (!a.p2p && !a.direct)
                 return migrate_managed(bus, domain_path, a.destination, &a);
 
@@ -608,8 +688,8 @@ int ctl_migrate(int argc, char **argv) {
         migration = strdup(path);
         if (!migration)
                 return ctl_report_error("out of memory", NULL, -ENOMEM);
-
-        r = watch(bus, migration, a.verbose, NULL, &p);
+follow:
+        r = watch(bus, migration, a.verbose, a.postcopy_after_precopy, NULL, &p);
         if (r >= 0) {
                 if (a.verbose)
                         draw(&p, true);

@@ -20,6 +20,9 @@ int ctl_domain_verb(const char *verb, int argc, char **argv, bool *ret_handled);
 void ctl_domain_help(void);
 
 int ctl_migrate(int argc, char **argv);
+/* Migration.Recover on the domain's running outgoing migration (a paused post-copy); its path
+ * in *ret_job (free()). Errors are reported. */
+int ctl_job_recover(sd_bus *bus, const char *domain_path, char **ret_job);
 
 /* dump --memory-only DOMAIN FILE */
 int ctl_dump(int argc, char **argv);

@@ -127,6 +127,7 @@ static const Verb verbs[] = {
         { "domjobabort", ctl_job },
         { "migrate-setspeed", ctl_job },
         { "migrate-setmaxdowntime", ctl_job },
+        { "migrate-postcopy", ctl_job },
 };
 
 int main(int argc, char *argv[]) {

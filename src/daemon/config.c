@@ -21,6 +21,7 @@ static const KnownKey known_keys[] = {
         { "Daemon", "Hostname" },
         { "Migration", "Ports" },
         { "Migration", "ForceTLS" },
+        { "Migration", "KeepEndedSec" },
 };
 
 void config_init(Config *c) {
@@ -29,6 +30,7 @@ void config_init(Config *c) {
                 .log_level = LOG_INFO,
                 .migration_port_min = CONFIG_MIGRATION_PORT_MIN_DEFAULT,
                 .migration_port_max = CONFIG_MIGRATION_PORT_MAX_DEFAULT,
+                .migration_keep_ended_sec = CONFIG_MIGRATION_KEEP_ENDED_SEC_DEFAULT,
         };
 }
 
@@ -106,12 +108,24 @@ static int parse_boolean(const char *v) {
         return -EINVAL;
 }
 
+/* A plain decimal number of seconds, at most max. */
+static int parse_seconds(const char *v, unsigned max, unsigned *ret) {
+        unsigned long long t;
+        char *end;
+
+        errno = 0;
+        t = strtoull(v, &end, 10);
+        if (v[0] == '\0' || v[0] == '-' || *end != '\0' || errno != 0 || t > max)
+                return -EINVAL;
+        *ret = (unsigned) t;
+        return 0;
+}
+
 int config_parse(Config *c, const char *text, size_t length, const char *origin) {
         g_autoptr(GKeyFile) kf = g_key_file_new();
         g_autoptr(GError) gerror = NULL;
         g_autofree char *v = NULL;
         Config n = *c;
-        char *end;
 
         if (!g_key_file_load_from_data(kf, text, length, G_KEY_FILE_NONE, &gerror)) {
                 log_error("%s: %s", origin, gerror->message);
@@ -120,17 +134,11 @@ int config_parse(Config *c, const char *text, size_t length, const char *origin)
         warn_unknown(kf, origin);
 
         if (get_string(kf, "Daemon", "IdleTimeoutSec", &v) > 0) {
-                unsigned long long t;
-
-                errno = 0;
-                t = strtoull(v, &end, 10);
-                if (v[0] == '\0' || v[0] == '-' || *end != '\0' || errno != 0 ||
-                    t > CONFIG_IDLE_TIMEOUT_SEC_MAX) {
+                if (parse_seconds(v, CONFIG_IDLE_TIMEOUT_SEC_MAX, &n.idle_timeout_sec) < 0) {
                         log_error("%s: [Daemon] IdleTimeoutSec=%s is not a number of seconds between 0 and %u.",
                                   origin, v, CONFIG_IDLE_TIMEOUT_SEC_MAX);
                         return -EINVAL;
                 }
-                n.idle_timeout_sec = (unsigned) t;
                 v = mfree(v);
         }
 
@@ -164,6 +172,17 @@ int config_parse(Config *c, const char *text, size_t length, const char *origin)
                         return -EINVAL;
                 }
                 n.migration_force_tls = b;
+                v = mfree(v);
+        }
+
+        if (get_string(kf, "Migration", "KeepEndedSec", &v) > 0) {
+                /* At least a second: the client that followed the job reads its end result. */
+                if (parse_seconds(v, CONFIG_MIGRATION_KEEP_ENDED_SEC_MAX, &n.migration_keep_ended_sec) < 0 ||
+                    n.migration_keep_ended_sec == 0) {
+                        log_error("%s: [Migration] KeepEndedSec=%s is not a number of seconds between 1 and %u.",
+                                  origin, v, CONFIG_MIGRATION_KEEP_ENDED_SEC_MAX);
+                        return -EINVAL;
+                }
                 v = mfree(v);
         }
 

@@ -11,6 +11,8 @@
 #define CONFIG_HOSTNAME_MAX 253u /* DNS name length */
 #define CONFIG_MIGRATION_PORT_MIN_DEFAULT 49152
 #define CONFIG_MIGRATION_PORT_MAX_DEFAULT 49215
+#define CONFIG_MIGRATION_KEEP_ENDED_SEC_DEFAULT 300u
+#define CONFIG_MIGRATION_KEEP_ENDED_SEC_MAX (24u * 3600u)
 
 typedef struct Config {
         /* seconds without calls, domains in transition or migrations before ferryd exits;
@@ -20,6 +22,7 @@ typedef struct Config {
         char *hostname;           /* name peers use to reach this host; NULL: gethostname() */
         uint16_t migration_port_min, migration_port_max; /* incoming migrations listen here */
         bool migration_force_tls; /* refuse to send or receive a migration stream without TLS */
+        unsigned migration_keep_ended_sec; /* an ended Migration object stays readable this long */
 } Config;
 
 void config_init(Config *c);

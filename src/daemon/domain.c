@@ -14,6 +14,7 @@
 #include "domain-store.h"
 #include "domain.h"
 #include "migration.h"
+#include "migration-postcopy.h"
 #include "migration-storage.h"
 #include "ferry-bus.h"
 #include "log.h"
@@ -195,6 +196,7 @@ static void stop_qemu_after_failure(Domain *d, int error, const char *message) {
 /* ---- QMP ---- */
 
 static void start_listening(Domain *d);
+static void continue_listening(Domain *d);
 
 static void on_monitor_event(QemuMonitor *mon, const char *name, JsonObject *data, void *userdata) {
         Domain *d = userdata;
@@ -217,7 +219,10 @@ static void on_monitor_event(QemuMonitor *mon, const char *name, JsonObject *dat
                  * cancelled or failed. */
                 set_state(d, DOMAIN_RUNNING, d->op == DOMAIN_OP_RESUME ? (d->pending_reason ?: REASON_UNPAUSED) :
                                              d->op == DOMAIN_OP_START ? REASON_BOOTED :
-                                             d->op == DOMAIN_OP_MIGRATE ? REASON_MIGRATION_CANCELLED : REASON_UNKNOWN);
+                                             /* post-copy: the destination's QEMU starts the guest itself */
+                                             d->op == DOMAIN_OP_MIGRATE ? (d->migration && d->migration->direction == MIGRATION_INCOMING ?
+                                                                           REASON_MIGRATED : REASON_MIGRATION_CANCELLED) :
+                                             REASON_UNKNOWN);
         } else if (strcmp(name, "SHUTDOWN") == 0) {
                 bool guest = data && json_object_has_member(data, "guest") &&
                              json_object_get_boolean_member(data, "guest");
@@ -386,6 +391,29 @@ static void on_tls_creds_reply(QemuMonitor *mon, int error, const char *error_cl
                 stop_qemu_after_failure(d, -EIO, "cannot send migrate-set-parameters");
 }
 
+static void on_incoming_caps_reply(QemuMonitor *mon, int error, const char *error_class, const char *error_desc,
+                                   JsonNode *ret, void *userdata) {
+        Domain *d = userdata;
+
+        if (error < 0) {
+                /* postcopy-ram is where QEMU checks that it may use userfaultfd here: say so
+                 * in Prepare's answer, before the source sends anything. */
+                g_autofree char *msg = d->incoming_postcopy ?
+                        g_strdup_printf("this host's QEMU cannot do post-copy (%s): the kernel refuses it userfaultfd "
+                                        "(a seccomp filter, vm.unprivileged_userfaultfd) or its memory does not support it",
+                                        error_desc ?: strerror(-error)) :
+                        g_strdup_printf("QEMU refused the migration capabilities: %s", error_desc ?: strerror(-error));
+                stop_qemu_after_failure(d, -EOPNOTSUPP, msg);
+                return;
+        }
+        if (d->incoming_channels > 0) {
+                JsonObject *params = json_object_new();
+                json_object_set_int_member(params, "multifd-channels", d->incoming_channels);
+                (void) qemu_monitor_command(d->monitor, "migrate-set-parameters", params, 0, NULL, NULL);
+        }
+        continue_listening(d);
+}
+
 static void start_listening(Domain *d) {
         JsonObject *caps_arg = json_object_new();
         JsonArray *caps = json_array_new();
@@ -395,9 +423,17 @@ static void start_listening(Domain *d) {
         json_object_set_string_member(events, "capability", "events");
         json_object_set_boolean_member(events, "state", true);
         json_array_add_object_element(caps, events);
+        /* Post-copy and multifd are set on both ends, here before migrate-incoming. */
+        if (d->incoming_postcopy)
+                json_array_add_object_element(caps, migration_capability("postcopy-ram", true));
+        if (d->incoming_channels > 0)
+                json_array_add_object_element(caps, migration_capability("multifd", true));
         json_object_set_array_member(caps_arg, "capabilities", caps);
-        (void) qemu_monitor_command(d->monitor, "migrate-set-capabilities", caps_arg, 0, NULL, NULL);
+        if (qemu_monitor_command(d->monitor, "migrate-set-capabilities", caps_arg, 0, on_incoming_caps_reply, d) < 0)
+                stop_qemu_after_failure(d, -EIO, "cannot send migrate-set-capabilities");
+}
 
+static void continue_listening(Domain *d) {
         if (!d->incoming_tls_dir) {
                 listen_now(d);
                 return;

@@ -114,6 +114,8 @@ typedef struct Domain {
 
         char *incoming_uri;        /* starting as a migration destination: QEMU listens here */
         char *incoming_tls_dir;    /* ... with QEMU's own TLS, server credentials from here */
+        bool incoming_postcopy;    /* ... with post-copy armed (postcopy-ram before migrate-incoming) */
+        unsigned incoming_channels;/* ... with multifd, that many channels (0: off) */
         DomainDef *incoming_def;   /* ... and runs this definition (the source's) */
         const char *pending_reason;/* the reason a pending resume will give (REASON_*) */
         Migration *migration;      /* the migration in progress, if any */

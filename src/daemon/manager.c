@@ -152,17 +152,12 @@ int manager_reload(Manager *m) {
 
 bool manager_is_busy(Manager *m) {
         GHashTableIter i;
-        Migration *mig;
         Domain *d;
 
-        if (polkit_registry_pending(m->polkit) > 0 || manager_migrations_running(m) > 0)
+        /* Ended migrations too: they stay readable for [Migration] KeepEndedSec= (and one may
+         * still be telling the destination to drop its half: exiting would cut that short). */
+        if (polkit_registry_pending(m->polkit) > 0 || g_hash_table_size(m->migrations) > 0)
                 return true;
-        /* An ended migration still telling the destination to drop its half (Finish(false)
-         * after a late Prepare): exiting would close that connection first. */
-        g_hash_table_iter_init(&i, m->migrations);
-        while (g_hash_table_iter_next(&i, NULL, (void **) &mig))
-                if (mig->abort_call)
-                        return true;
         g_hash_table_iter_init(&i, m->domains_by_name);
         while (g_hash_table_iter_next(&i, NULL, (void **) &d))
                 if (domain_is_busy(d))

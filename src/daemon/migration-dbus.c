@@ -13,6 +13,7 @@
 #include "manager.h"
 #include "migration-dbus.h"
 #include "domain-def.h"
+#include "migration-postcopy.h"
 #include "migration-storage.h"
 #include "migration-uri.h"
 
@@ -124,6 +125,20 @@ int migration_options_read(sd_bus_message *msg, MigrationOptions *o, sd_bus_erro
                         int b;
                         READ_VARIANT("b", &b);
                         o->change_protection = b;
+                } else if (strcmp(key, "postcopy") == 0) {
+                        int b;
+                        READ_VARIANT("b", &b);
+                        o->postcopy = b;
+                } else if (strcmp(key, "postcopy_bandwidth") == 0)
+                        READ_VARIANT("t", &o->postcopy_bandwidth);
+                else if (strcmp(key, "parallel_connections") == 0) {
+                        uint32_t n;
+                        READ_VARIANT("u", &n);
+                        if (n < 1 || n > MIGRATION_PARALLEL_CONNECTIONS_MAX)
+                                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                                         "Option 'parallel_connections' must be 1..%u, not %" PRIu32 ".",
+                                                         MIGRATION_PARALLEL_CONNECTIONS_MAX, n);
+                        o->parallel_connections = n;
                 } else if (strcmp(key, "suspend_timeout_usec") == 0)
                         READ_VARIANT("t", &o->suspend_timeout_usec);
                 else if (strcmp(key, "destination_xml") == 0) {
@@ -304,7 +319,69 @@ static int method_set_max_downtime(sd_bus_message *msg, void *userdata, sd_bus_e
 }
 
 static int method_start_post_copy(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
-        return sd_bus_error_setf(error, SD_BUS_ERROR_NOT_SUPPORTED, "Post-copy is not implemented yet.");
+        Migration *mig = userdata;
+        const char *details[] = { "domain_name", mig->domain_name, NULL };
+        int r;
+
+        if (mig->direction != MIGRATION_OUTGOING)
+                return sd_bus_error_setf(error, FERRY_ERROR_INVALID_STATE,
+                                         "StartPostCopy is for the source's migration object.");
+        if (mig->postcopy == MIGRATION_POSTCOPY_OFF)
+                return sd_bus_error_setf(error, FERRY_ERROR_INVALID_STATE,
+                                         "Migration %u was not armed for post-copy (the postcopy option of Migrate).",
+                                         mig->id);
+        r = polkit_verify(mig->manager->polkit, msg, FERRY_ACTION_MIGRATE, details, error);
+        if (r <= 0)
+                return r < 0 ? r : 1;
+        r = migration_start_postcopy(mig);
+        if (r == -EALREADY)
+                return sd_bus_error_setf(error, FERRY_ERROR_INVALID_STATE, "Post-copy was started already.");
+        if (r < 0)
+                return sd_bus_error_setf(error, FERRY_ERROR_INVALID_STATE,
+                                         "Migration %u is %s in phase %s: post-copy starts while the memory is copied.",
+                                         mig->id, migration_state_to_string(mig->state),
+                                         migration_phase_to_string(mig->phase));
+        return sd_bus_reply_method_return(msg, NULL);
+}
+
+static void on_recovered(void *userdata, int error, const char *message, const char *hypervisor_uri) {
+        sd_bus_message *msg = userdata;
+
+        if (error < 0)
+                (void) sd_bus_reply_method_errorf(msg, FERRY_ERROR_MIGRATION_FAILED, "Recovery failed: %s",
+                                                  message ?: strerror(-error));
+        else
+                (void) sd_bus_reply_method_return(msg, "s", strempty(hypervisor_uri));
+        sd_bus_message_unref(msg);
+}
+
+static int method_recover(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        Migration *mig = userdata;
+        const char *details[] = { "domain_name", mig->domain_name, NULL };
+        int r;
+
+        if (mig->state != MIGRATION_RUNNING || mig->postcopy != MIGRATION_POSTCOPY_PAUSED)
+                return sd_bus_error_setf(error, FERRY_ERROR_INVALID_STATE,
+                                         "Migration %u is %s with post-copy %s: only a paused post-copy is recovered.",
+                                         mig->id, migration_state_to_string(mig->state),
+                                         migration_postcopy_to_string(mig->postcopy));
+        r = polkit_verify(mig->manager->polkit, msg,
+                          mig->direction == MIGRATION_INCOMING ? FERRY_ACTION_MIGRATE_INCOMING : FERRY_ACTION_MIGRATE,
+                          details, error);
+        if (r <= 0)
+                return r < 0 ? r : 1;
+        r = migration_recover(mig, on_recovered, sd_bus_message_ref(msg));
+        if (r < 0) {
+                sd_bus_message_unref(msg);
+                if (r == -EALREADY)
+                        return sd_bus_error_setf(error, FERRY_ERROR_INVALID_STATE, "A recovery is in progress already.");
+                if (r == -ENOTCONN)
+                        return sd_bus_error_setf(error, FERRY_ERROR_INVALID_STATE,
+                                                 "Migration %u cannot be recovered from here: the QEMU or the destination is not reachable.",
+                                                 mig->id);
+                return sd_bus_error_setf(error, FERRY_ERROR_MIGRATION_FAILED, "Cannot recover: %s", strerror(-r));
+        }
+        return 1;
 }
 
 static void on_performed(void *userdata, int error, const char *message) {
@@ -410,11 +487,15 @@ static int method_finish(sd_bus_message *msg, void *userdata, sd_bus_error *erro
                 return r;
         if (mig->direction != MIGRATION_INCOMING || mig->state != MIGRATION_RUNNING || mig->pending_finish)
                 return sd_bus_error_setf(error, FERRY_ERROR_INVALID_STATE, "This migration cannot be finished.");
+        if (!success && migration_postcopy_started(mig))
+                return sd_bus_error_setf(error, FERRY_ERROR_INVALID_STATE,
+                                         "Migration %u switched to post-copy: this copy holds pages the source lacks "
+                                         "and is not thrown away.", mig->id);
         r = polkit_verify(mig->manager->polkit, msg, FERRY_ACTION_MIGRATE_INCOMING, details, error);
         if (r <= 0)
                 return r < 0 ? r : 1;
         /* The source may be done sending before our QEMU has loaded everything: wait for it. */
-        if (success && !mig->qemu_completed) {
+        if (success && !mig->qemu_completed && !migration_postcopy_started(mig)) {
                 mig->pending_finish = sd_bus_message_ref(msg);
                 return 1;
         }
@@ -478,6 +559,14 @@ U64_PROPERTY(property_get_disk_remaining, migration_storage_stats(mig).remaining
 U64_PROPERTY(property_get_disk_bps, migration_storage_stats(mig).bytes_per_second)
 BOOL_PROPERTY(property_get_tls, mig->options.tls)
 BOOL_PROPERTY(property_get_auto_converge, mig->options.auto_converge)
+STRING_PROPERTY(property_get_postcopy, migration_postcopy_to_string(mig->postcopy))
+U64_PROPERTY(property_get_postcopy_bandwidth, mig->options.postcopy_bandwidth)
+
+static int property_get_parallel(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                 sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        Migration *mig = userdata;
+        return sd_bus_message_append(reply, "u", (uint32_t) mig->options.parallel_connections);
+}
 
 static int property_get_throttle(sd_bus *bus, const char *path, const char *interface, const char *property,
                                  sd_bus_message *reply, void *userdata, sd_bus_error *error) {
@@ -489,7 +578,7 @@ static const char *const changing_properties[] = {
         "Phase", "State", "HypervisorURI", "ErrorName", "ErrorMessage", "ElapsedUSec", "SetupUSec",
         "DataTotal", "DataProcessed", "DataRemaining", "BytesPerSecond", "DirtyPagesRate", "Iteration",
         "ExpectedDowntimeUSec", "DowntimeUSec", "MaxBandwidth", "MaxDowntimeUSec", "AutoConvergeThrottle", "DisksURI", "DiskTotal", "DiskProcessed",
-        "DiskRemaining", "DiskBytesPerSecond", NULL,
+        "DiskRemaining", "DiskBytesPerSecond", "PostCopy", NULL,
 };
 
 static void emit_now(Migration *mig) {
@@ -558,6 +647,8 @@ static const sd_bus_vtable migration_vtable[] = {
         SD_BUS_PROPERTY("Transport", "s", property_get_transport, 0, SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("TLS", "b", property_get_tls, 0, SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("AutoConverge", "b", property_get_auto_converge, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("PostCopyBandwidth", "t", property_get_postcopy_bandwidth, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("ParallelConnections", "u", property_get_parallel, 0, SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("DestinationURI", "s", property_get_destination_uri, 0, SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("HypervisorURI", "s", property_get_hypervisor_uri, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("Phase", "s", property_get_phase, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
@@ -583,12 +674,15 @@ static const sd_bus_vtable migration_vtable[] = {
         SD_BUS_PROPERTY("DiskProcessed", "t", property_get_disk_processed, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("DiskRemaining", "t", property_get_disk_remaining, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("DiskBytesPerSecond", "t", property_get_disk_bps, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("PostCopy", "s", property_get_postcopy, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_METHOD("Cancel", NULL, NULL, method_cancel, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("SetMaxBandwidth", SD_BUS_ARGS("t", bytes_per_second), SD_BUS_NO_RESULT,
                                 method_set_max_bandwidth, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("SetMaxDowntime", SD_BUS_ARGS("t", usec), SD_BUS_NO_RESULT,
                                 method_set_max_downtime, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD("StartPostCopy", NULL, NULL, method_start_post_copy, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("Recover", SD_BUS_NO_ARGS, SD_BUS_RESULT("s", hypervisor_uri),
+                                method_recover, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("Finish", SD_BUS_ARGS("b", success), SD_BUS_NO_RESULT,
                                 method_finish, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("Perform", SD_BUS_ARGS("s", hypervisor_uri), SD_BUS_NO_RESULT,

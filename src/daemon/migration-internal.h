@@ -23,6 +23,10 @@ int outgoing_set_hypervisor_uri(Migration *m, const char *uri, char **ret_error)
 void source_perform(Migration *m);
 void source_fail(Migration *m, const char *error_name, const char *message);
 void resume_source(Migration *m);
+/* The destination runs the guest: ours goes (and its definition with undefine_source). */
+void source_confirm(Migration *m);
+/* A free port of the configured range for an incoming stream, or 0. */
+uint16_t migration_pick_port(Manager *manager);
 
 /* migration-managed.c: QEMU sent everything (managed direct); the answer to a pending Perform
  * (once, with error < 0 when it failed). */

@@ -18,6 +18,7 @@
 #include "log.h"
 #include "manager.h"
 #include "migration-internal.h"
+#include "migration-postcopy.h"
 #include "migration-options.h"
 
 const char *migration_flow_to_string(const Migration *m) {
@@ -142,6 +143,9 @@ static void client_gone(Migration *m) {
                 /* After Finish the job goes on by itself; before it, nobody will ever say
                  * whether this copy is the guest: the source keeps it (or left it paused). */
                 if (m->pending_finish || m->phase >= MIGRATION_PHASE_FINISH)
+                        return;
+                /* Switched to post-copy: the guest's newest state may be here; never discarded. */
+                if (migration_postcopy_started(m))
                         return;
                 msg = g_strdup_printf("the caller of PrepareMigration (%s) went away before Finish: "
                                       "the incoming guest was discarded", m->client);

@@ -125,6 +125,17 @@ int peer_prepare(sd_bus *peer, const char *xml, const MigrationOptions *o, sd_bu
                 if (r < 0)
                         return r;
         }
+        /* Both QEMUs need post-copy and multifd set before the stream starts. */
+        if (o->postcopy) {
+                r = sd_bus_message_append(m, "{sv}", "postcopy", "b", 1);
+                if (r < 0)
+                        return r;
+        }
+        if (o->parallel_connections > 0) {
+                r = sd_bus_message_append(m, "{sv}", "parallel_connections", "u", o->parallel_connections);
+                if (r < 0)
+                        return r;
+        }
         r = sd_bus_message_close_container(m);
         if (r < 0)
                 return r;
@@ -144,6 +155,12 @@ int peer_finish(sd_bus *peer, const char *owner, const char *migration_path, boo
         if (r < 0)
                 return r;
         return sd_bus_call_async(peer, ret_slot, m, cb, userdata, PEER_CALL_TIMEOUT_USEC);
+}
+
+int peer_recover(sd_bus *peer, const char *owner, const char *migration_path, sd_bus_message_handler_t cb,
+                 void *userdata, sd_bus_slot **ret_slot) {
+        return sd_bus_call_method_async(peer, ret_slot, owner ?: FERRY_BUS_NAME, migration_path,
+                                        FERRY_MIGRATION_INTERFACE, "Recover", cb, userdata, NULL);
 }
 
 int peer_watch_owner(sd_bus *peer, sd_bus_message_handler_t cb, void *userdata, sd_bus_slot **ret_slot) {

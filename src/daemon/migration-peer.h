@@ -30,5 +30,10 @@ int peer_prepare(sd_bus *peer, const char *xml, const MigrationOptions *options,
 int peer_finish(sd_bus *peer, const char *owner, const char *migration_path, bool success,
                 sd_bus_message_handler_t cb, void *userdata, sd_bus_slot **ret_slot);
 
+/* Migration.Recover() -> (s hypervisor_uri) on the destination's migration object (post-copy
+ * paused there): it listens again and says where. */
+int peer_recover(sd_bus *peer, const char *owner, const char *migration_path, sd_bus_message_handler_t cb,
+                 void *userdata, sd_bus_slot **ret_slot);
+
 /* cb runs when the ferryd with unique name owner leaves the destination's bus. */
 int peer_watch_owner(sd_bus *peer, sd_bus_message_handler_t cb, void *userdata, sd_bus_slot **ret_slot);

@@ -15,6 +15,7 @@
 #include "migration-options.h"
 #include "migration-internal.h"
 #include "migration-peer.h"
+#include "migration-postcopy.h"
 #include "migration-storage.h"
 #include "migration-uri.h"
 #include "migration.h"
@@ -122,6 +123,10 @@ Migration *migration_free(Migration *m) {
         managed_perform_answer(m, -ECANCELED, "ferryd is stopping");
         sd_bus_slot_unref(m->peer_call);
         sd_bus_slot_unref(m->abort_call);
+        sd_bus_slot_unref(m->recover_call);
+        sd_event_source_disable_unref(m->recover_timer);
+        if (m->recover_done)
+                m->recover_done(m->recover_userdata, -ECANCELED, "ferryd is stopping", NULL);
         sd_bus_slot_unref(m->peer_watch);
         peer_close(m->peer);
         free(m->peer_owner);
@@ -229,7 +234,8 @@ void migration_end(Migration *m, MigrationState state, const char *error_name, c
         changed(m);
         manager_migration_ended(m->manager, m);
         (void) sd_event_add_time_relative(manager_event(m->manager), &m->expire_timer, CLOCK_MONOTONIC,
-                                          MIGRATION_KEEP_USEC, USEC_PER_SEC, on_expire, m);
+                                          m->manager->config.migration_keep_ended_sec * USEC_PER_SEC, USEC_PER_SEC,
+                                          on_expire, m);
 }
 
 /* ---- statistics ---- */
@@ -289,6 +295,12 @@ void resume_source(Migration *m) {
         Domain *d = migration_domain(m);
         if (m->options.offline)
                 return; /* the guest was never touched */
+        /* After the switch to post-copy the destination may run the guest: never ours again. */
+        if (migration_postcopy_started(m)) {
+                if (d)
+                        domain_end_migration(d);
+                return;
+        }
         /* Our end of the guest never stopped being the real one: let it run again. */
         if (d) {
                 bool was_running = m->source_was_running;
@@ -315,6 +327,14 @@ void source_fail(Migration *m, const char *error_name, const char *message) {
 
         if (m->state != MIGRATION_RUNNING)
                 return;
+        if (migration_postcopy_started(m)) {
+                /* After the switch neither half is the guest alone: throw nothing away, resume
+                 * nothing (docs/migration.md, "When it cannot recover"). */
+                m->postcopy = MIGRATION_POSTCOPY_FAILED;
+                resume_source(m);
+                migration_end(m, MIGRATION_FAILED, error_name, message);
+                return;
+        }
         /* Tell QEMU to stop sending, and the destination to throw its half away. */
         if (m->phase == MIGRATION_PHASE_PERFORM && d && domain_monitor(d))
                 (void) qemu_monitor_command(domain_monitor(d), "migrate_cancel", NULL, 0, NULL, NULL);
@@ -358,9 +378,17 @@ static int on_peer_finish(sd_bus_message *reply, void *userdata, sd_bus_error *r
                 migration_end(m, MIGRATION_FAILED, FERRY_ERROR_MIGRATION_FAILED, e->message ?: e->name);
                 return 0;
         }
+        source_confirm(m);
+        return 0;
+}
+
+void source_confirm(Migration *m) {
+        Domain *d = migration_domain(m);
+
         /* The destination runs the guest: ours must go. With undefine_source the definition
          * goes too (the domain turns transient and disappears with its QEMU). */
         set_phase(m, MIGRATION_PHASE_CONFIRM);
+        m->stats_timer = sd_event_source_disable_unref(m->stats_timer);
         if (d) {
                 domain_end_migration(d);
                 if (m->options.undefine_source && d->persistent && domain_undefine(d) < 0)
@@ -369,7 +397,6 @@ static int on_peer_finish(sd_bus_message *reply, void *userdata, sd_bus_error *r
                 domain_confirm_migrated_out(d);
         }
         migration_end(m, MIGRATION_COMPLETED, NULL, NULL);
-        return 0;
 }
 
 static void source_finish(Migration *m) {
@@ -404,6 +431,8 @@ void migration_qemu_event(Migration *m, const char *status) {
 
         log_debug("Migration %u: QEMU status %s.", m->id, status);
         if (m->direction == MIGRATION_INCOMING) {
+                if (postcopy_destination_event(m, status))
+                        return;
                 if (strcmp(status, "completed") == 0) {
                         m->qemu_completed = true;
                         m->stats.data_remaining = 0;
@@ -423,6 +452,8 @@ void migration_qemu_event(Migration *m, const char *status) {
                 return;
         }
 
+        if (!m->recovered && postcopy_source_event(m, status))
+                return;
         if (m->phase != MIGRATION_PHASE_PERFORM)
                 return;
         if (m->recovered && !(m->options.direct && strcmp(status, "completed") == 0)) {
@@ -472,13 +503,6 @@ static void on_migrate_reply(QemuMonitor *mon, int error, const char *error_clas
                 source_fail(m, FERRY_ERROR_MIGRATION_FAILED, error_desc ?: "QEMU refused to migrate");
 }
 
-static JsonObject *capability(const char *name, bool on) {
-        JsonObject *c = json_object_new();
-        json_object_set_string_member(c, "capability", name);
-        json_object_set_boolean_member(c, "state", on);
-        return c;
-}
-
 /* virsh migrate --timeout, done here so that it also holds when the client has gone: a live
  * copy that has not converged in time stops the guest, so that the rest is sent once. The
  * guest runs again on the destination (or here, if the migration fails). */
@@ -508,16 +532,17 @@ static void source_migrate(Migration *m) {
                 return;
         }
         caps = json_array_new();
-        json_array_add_object_element(caps, capability("events", true));
+        json_array_add_object_element(caps, migration_capability("events", true));
         /* Unmanaged direct: nobody on the other side to Finish with; QEMU switches over itself. */
-        json_array_add_object_element(caps, capability("pause-before-switchover", !m->options.direct));
+        json_array_add_object_element(caps, migration_capability("pause-before-switchover", !m->options.direct));
         /* Always set: a QEMU keeps capabilities from an earlier migration. */
-        json_array_add_object_element(caps, capability("auto-converge", m->options.auto_converge));
+        json_array_add_object_element(caps, migration_capability("auto-converge", m->options.auto_converge));
+        params = json_object_new();
+        postcopy_source_capabilities(m, caps, params);
         caps_arg = json_object_new();
         json_object_set_array_member(caps_arg, "capabilities", caps);
         (void) qemu_monitor_command(mon, "migrate-set-capabilities", caps_arg, 0, NULL, NULL);
 
-        params = json_object_new();
         json_object_set_int_member(params, "max-bandwidth",
                                    (gint64) (m->options.max_bandwidth ?: BANDWIDTH_UNLIMITED));
         if (m->options.max_downtime_usec)
@@ -535,6 +560,7 @@ static void source_migrate(Migration *m) {
                 source_fail(m, FERRY_ERROR_MIGRATION_FAILED, "cannot send migrate to QEMU");
                 return;
         }
+        postcopy_source_migrating(m);
         (void) sd_event_add_time_relative(manager_event(m->manager), &m->stats_timer, CLOCK_MONOTONIC,
                                           STATS_INTERVAL_USEC, 0, on_stats_timer, m);
         if (m->options.suspend_timeout_usec > 0 &&
@@ -789,6 +815,9 @@ int outgoing_new(Domain *d, const char *destination_uri, MigrationOptions *optio
         r = migration_check_destination_options(d, options, hv, ret_error);
         if (r < 0)
                 return r;
+        r = migration_check_postcopy_options(options, managed, ret_error);
+        if (r < 0)
+                return r;
         r = storage_check_options(d, options, managed, ret_error);
         if (r < 0)
                 return r;
@@ -819,6 +848,7 @@ int outgoing_new(Domain *d, const char *destination_uri, MigrationOptions *optio
         m->options = *options;
         *options = (MigrationOptions) {};
         m->source_was_running = d->state == DOMAIN_RUNNING;
+        m->postcopy = m->options.postcopy ? MIGRATION_POSTCOPY_ARMED : MIGRATION_POSTCOPY_OFF;
         m->options.paused = m->options.paused || d->state == DOMAIN_PAUSED;
         if (!m->options.offline) {
                 r = domain_begin_migration(d, m);
@@ -1025,7 +1055,7 @@ static void on_incoming_started(void *userdata, int error, const char *message) 
         done(ud, m, 0, NULL, m->hypervisor_uri);
 }
 
-static uint16_t pick_port(Manager *manager) {
+uint16_t migration_pick_port(Manager *manager) {
         uint16_t min = manager->config.migration_port_min, max = manager->config.migration_port_max;
         /* Ports of incoming migrations in progress are taken; the rest of the range is tried in
          * order (QEMU reports a port someone else holds, and the source gets the error). */
@@ -1091,6 +1121,9 @@ static int prepare_parsed(Manager *manager, const char *xml, MigrationOptions *o
                                              by_name && domain_is_active(by_name) ? " and is active" : " with another UUID");
                 return -EEXIST;
         }
+        r = migration_check_postcopy_options(options, false, ret_error);
+        if (r < 0)
+                return r;
         if (options->offline)
                 return prepare_offline(manager, &def, by_name, options, done, userdata, ret_error);
         if (options->tls) {
@@ -1111,7 +1144,7 @@ static int prepare_parsed(Manager *manager, const char *xml, MigrationOptions *o
         }
         /* tcp://HOST/ without a port, or none given at all: one from the configured range. */
         if (listen->kind == MIGRATION_URI_TCP && listen->port == 0) {
-                listen->port = pick_port(manager);
+                listen->port = migration_pick_port(manager);
                 if (listen->port == 0) {
                         *ret_error = g_strdup("no free port in the migration port range");
                         return -EADDRINUSE;
@@ -1182,6 +1215,9 @@ static int prepare_parsed(Manager *manager, const char *xml, MigrationOptions *o
         }
         *req = (PrepareRequest) { .migration = m, .done = done, .userdata = userdata };
         d->incoming_def = TAKE_PTR(def);
+        d->incoming_postcopy = m->options.postcopy;
+        d->incoming_channels = m->options.parallel_connections;
+        m->postcopy = m->options.postcopy ? MIGRATION_POSTCOPY_ARMED : MIGRATION_POSTCOPY_OFF;
         r = domain_start_incoming(d, listen_uri, tls_dir, on_incoming_started, req);
         if (r < 0) {
                 free(req);
@@ -1230,6 +1266,10 @@ static int prepare_storage_then_parsed(Manager *manager, const char *xml, Migrat
 
         if (options->copy_storage == MIGRATION_COPY_STORAGE_NONE && !options->disk_sizes && !options->disks_uri)
                 return prepare_parsed(manager, xml, options, done, userdata, ret_error);
+        /* Refused combinations before any image is made (prepare_parsed checks them again). */
+        r = migration_check_postcopy_options(options, false, ret_error);
+        if (r < 0)
+                return r;
         step = calloc(1, sizeof(*step));
         if (!step)
                 return -ENOMEM;
@@ -1336,6 +1376,8 @@ static void on_incoming_running(void *userdata, int error, const char *message) 
         }
         if (error < 0)
                 migration_end(m, MIGRATION_FAILED, FERRY_ERROR_MIGRATION_FAILED, message);
+        else if (postcopy_destination_keeps_going(m))
+                ; /* the guest runs; the end comes with QEMU's completed */
         else {
                 set_phase(m, MIGRATION_PHASE_CONFIRM);
                 migration_end(m, MIGRATION_COMPLETED, NULL, NULL);
@@ -1351,6 +1393,9 @@ int migration_finish_incoming(Migration *m, bool success, MigrationDone done, vo
 
         if (m->direction != MIGRATION_INCOMING || m->state != MIGRATION_RUNNING || !d)
                 return -ENOTCONN;
+        /* After the switch to post-copy this copy holds pages the source lacks. */
+        if (!success && migration_postcopy_started(m))
+                return -EBUSY;
         set_phase(m, MIGRATION_PHASE_FINISH);
         if (!success) {
                 domain_end_migration(d);
@@ -1377,7 +1422,7 @@ int migration_finish_incoming(Migration *m, bool success, MigrationDone done, vo
 int migration_cancel(Migration *m) {
         if (m->state != MIGRATION_RUNNING)
                 return -ENOTCONN;
-        if (m->direction != MIGRATION_OUTGOING || m->finish_sent || m->perform_done)
+        if (m->direction != MIGRATION_OUTGOING || m->finish_sent || m->perform_done || migration_postcopy_started(m))
                 return -EBUSY; /* past the point of no return */
         source_fail(m, FERRY_ERROR_MIGRATION_CANCELLED, "cancelled by request");
         return 0;

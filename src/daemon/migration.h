@@ -100,7 +100,27 @@ typedef struct MigrationOptions {
         MigrationDiskSize *disk_sizes; /* Prepare: the copied disks and their virtual sizes (from the source) */
         size_t n_disk_sizes;
         char **storage_created;    /* destination, internal: images Prepare created (removed on failure) */
+        bool postcopy;             /* both: post-copy armed (QEMU's postcopy-ram); StartPostCopy
+                                    * switches (VIR_MIGRATE_POSTCOPY) */
+        uint64_t postcopy_bandwidth; /* source: bytes/s in the post-copy phase; 0 = unlimited */
+        unsigned parallel_connections; /* both: QEMU multifd with that many channels; 0 = off
+                                    * (VIR_MIGRATE_PARALLEL) */
 } MigrationOptions;
+
+/* Where post-copy stands (Migration.PostCopy): armed until StartPostCopy has switched; from
+ * "active" on, the destination runs the guest and the source never resumes it. */
+typedef enum MigrationPostcopy {
+        MIGRATION_POSTCOPY_OFF,
+        MIGRATION_POSTCOPY_ARMED,
+        MIGRATION_POSTCOPY_ACTIVE,
+        MIGRATION_POSTCOPY_PAUSED,      /* the stream broke: Recover, or the guest stays stuck */
+        MIGRATION_POSTCOPY_RECOVERING,
+        MIGRATION_POSTCOPY_COMPLETED,
+        MIGRATION_POSTCOPY_FAILED,      /* cannot recover: the memory is split between the hosts */
+        _MIGRATION_POSTCOPY_MAX,
+} MigrationPostcopy;
+
+#define MIGRATION_PARALLEL_CONNECTIONS_MAX 16u
 
 typedef struct Migration {
         Manager *manager;
@@ -146,6 +166,17 @@ typedef struct Migration {
         sd_bus_message *pending_finish; /* Finish came before that */
 
         MigrationStorage *storage; /* copy_storage: the disks' side of the job (both directions) */
+        /* post-copy (migration-postcopy.c) */
+        MigrationPostcopy postcopy;
+        bool postcopy_requested;   /* source: StartPostCopy came; sent to QEMU once it migrates */
+        bool migrate_sent;         /* source: QEMU's migrate went out */
+        bool finish_answered;      /* source, post-copy: the destination runs the guest */
+        bool outgoing_completed;   /* source, post-copy: QEMU sent the last page */
+        bool running_here;         /* destination, post-copy: Finish ran the guest before QEMU completed */
+        sd_bus_slot *recover_call; /* source: the destination's Recover */
+        void (*recover_done)(void *userdata, int error, const char *message, const char *hypervisor_uri);
+        void *recover_userdata;    /* the caller of Recover, answered once QEMU took it */
+        sd_event_source *recover_timer; /* source: QEMU does not say when it cannot reconnect */
 
         sd_event_source *stats_timer;
         sd_event_source *suspend_timer;  /* suspend_timeout_usec */
@@ -157,7 +188,6 @@ typedef struct Migration {
 
 #define MIGRATIONS_MAX 4u                       /* running at once on one host */
 #define MIGRATIONS_KEPT_MAX 64u                 /* ended ones still visible */
-#define MIGRATION_KEEP_USEC (300ULL * 1000000ULL) /* how long an ended one stays visible */
 
 /* QEMU's own TLS: x509 files in libvirt's layout under CONFIG_DIR/pki/qemu (ca-cert.pem,
  * server-cert.pem and server-key.pem for the destination, client-cert.pem and client-key.pem
@@ -218,6 +248,17 @@ int migration_finish_incoming(Migration *m, bool success, MigrationDone done, vo
 int migration_cancel(Migration *m);
 int migration_set_max_bandwidth(Migration *m, uint64_t bytes_per_second);
 int migration_set_max_downtime(Migration *m, uint64_t usec);
+
+/* migration-postcopy.c */
+const char *migration_postcopy_to_string(MigrationPostcopy p);
+/* Source: switch to post-copy now (or as soon as QEMU migrates). -ENOTCONN: not a running
+ * outgoing migration; -EOPNOTSUPP: not armed; -EALREADY: switched already. */
+int migration_start_postcopy(Migration *m);
+/* Recover a paused post-copy. Source: the destination's Recover, then QEMU's migrate with
+ * resume; done(userdata, error, message, uri). Destination: migrate-recover on a new port,
+ * done gets the address for the source. -ENOTCONN: not paused in post-copy. */
+typedef void (*MigrationRecovered)(void *userdata, int error, const char *message, const char *hypervisor_uri);
+int migration_recover(Migration *m, MigrationRecovered done, void *userdata);
 
 Migration *migration_free(Migration *m);
 DEFINE_TRIVIAL_CLEANUP_FUNC(Migration *, migration_free);

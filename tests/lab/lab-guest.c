@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include "lab-guest.h"
 
@@ -134,4 +135,17 @@ unsigned lab_dump_assert_checks(const char *dump) {
         gen = strstr(r.out, "max-gen=");
         g_assert_nonnull(gen);
         return (unsigned) strtoul(gen + strlen("max-gen="), NULL, 10);
+}
+
+void lab_guest_assert_dump_checks(const char *host, const char *name, const char *file) {
+        g_auto(LabResult) r = {};
+
+        LAB_CTL(host, &r, "suspend", name);
+        g_assert_cmpint(r.status, ==, 0);
+        g_autofree char *dump = lab_guest_dump(host, name, file);
+        g_assert_cmpuint(lab_dump_assert_checks(dump), >, 0);
+        (void) unlink(dump);
+        lab_result_clear(&r);
+        LAB_CTL(host, &r, "resume", name);
+        g_assert_cmpint(r.status, ==, 0);
 }

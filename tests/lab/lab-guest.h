@@ -50,3 +50,7 @@ char *lab_guest_dump(const char *host, const char *name, const char *file);
 /* ferry-guest-check of a dump against LAB_GUEST_CMDLINE: every page must check. Returns the
  * max-gen it reports (the generations the guest wrote). */
 unsigned lab_dump_assert_checks(const char *dump);
+
+/* The host's view of a migrated guest's RAM: suspends it, dumps it (FILE in the host's state
+ * dir), checks every page of the dump and resumes it. */
+void lab_guest_assert_dump_checks(const char *host, const char *name, const char *file);

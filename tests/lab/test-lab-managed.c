@@ -68,6 +68,7 @@ static void test_ferryctl_over_unix(void) {
         g_assert_cmpstr(in, ==, "s \"completed\"");
         lab_assert_introspection_matches("a", "/org/ferry/Ferry1/migration/1", "org.ferry.Ferry1.Migration");
         lab_guest_assert_intact("b", "web1", 3, true);
+        lab_guest_assert_dump_checks("b", "web1", "managed-live.elf");
 }
 
 static void test_ferryctl_over_ssh(void) {

@@ -34,6 +34,8 @@ static void test_live_migration_keeps_ram(void) {
         g_assert_cmpstr(g_strstrip(r.out), !=, "active");
 
         lab_guest_assert_intact("b", "web1", 3, true);
+        /* And the host's view: every page of b's copy checks (ferry-guest-check on a dump). */
+        lab_guest_assert_dump_checks("b", "web1", "p2p-live.elf");
 }
 
 static void test_migration_object_reports(void) {

@@ -67,6 +67,10 @@ static void test_invalid_keeps_old(void) {
                 "[Migration]\nPorts=+1024-2000\n",
                 "[Migration]\nForceTLS=maybe\n",
                 "[Migration]\nForceTLS=\n",
+                "[Migration]\nKeepEndedSec=0\n",
+                "[Migration]\nKeepEndedSec=86401\n",
+                "[Migration]\nKeepEndedSec=-5\n",
+                "[Migration]\nKeepEndedSec=5min\n",
                 "not a key file\n",
                 "[Daemon\nIdleTimeoutSec=5\n",
         };
@@ -80,6 +84,17 @@ static void test_invalid_keeps_old(void) {
                 g_assert_cmpstr(c.hostname, ==, "keep");
                 config_done(&c);
         }
+}
+
+static void test_keep_ended(void) {
+        Config c;
+        config_init(&c);
+        g_assert_cmpuint(c.migration_keep_ended_sec, ==, 300);
+        g_assert_cmpint(parse(&c, "[Migration]\nKeepEndedSec=3600\n"), ==, 0);
+        g_assert_cmpuint(c.migration_keep_ended_sec, ==, 3600);
+        g_assert_cmpint(parse(&c, "[Migration]\nKeepEndedSec=0\n"), ==, -EINVAL);
+        g_assert_cmpuint(c.migration_keep_ended_sec, ==, 3600);
+        config_done(&c);
 }
 
 static void test_force_tls(void) {
@@ -168,6 +183,7 @@ int main(int argc, char *argv[]) {
         g_test_add_func("/config/values", test_values);
         g_test_add_func("/config/invalid-keeps-old", test_invalid_keeps_old);
         g_test_add_func("/config/force-tls", test_force_tls);
+        g_test_add_func("/config/keep-ended", test_keep_ended);
         g_test_add_func("/config/unknown-ignored", test_unknown_ignored);
         g_test_add_func("/config/hostname-limits", test_hostname_limits);
         g_test_add_func("/config/load", test_load_missing_and_file);
