@@ -14,6 +14,7 @@
 #include "hook.h"
 #include "log.h"
 #include "manager.h"
+#include "migration-internal.h"
 #include "migration-storage-internal.h"
 
 #define QEMU_IMG_DEFAULT "/usr/bin/qemu-img"
@@ -200,14 +201,6 @@ int storage_destination_images(Manager *manager, const char *xml, MigrationOptio
         return 1;
 }
 
-static uint16_t pick_nbd_port(Manager *manager) {
-        uint16_t min = manager->config.migration_port_min, max = manager->config.migration_port_max;
-        for (uint32_t p = min; p <= max; p++)
-                if (!manager_incoming_port_in_use(manager, (uint16_t) p))
-                        return (uint16_t) p;
-        return 0;
-}
-
 int storage_destination_new(Migration *m, const char *offer_host, char **ret_error) {
         _cleanup_(migration_storage_freep) MigrationStorage *s = NULL;
         int r;
@@ -233,7 +226,7 @@ int storage_destination_new(Migration *m, const char *offer_host, char **ret_err
                 return -EINVAL;
         }
         if (s->nbd->kind == MIGRATION_URI_TCP && s->nbd->port == 0) {
-                s->nbd->port = s->port = pick_nbd_port(m->manager);
+                s->nbd->port = s->port = migration_pick_port(m->manager);
                 if (s->port == 0) {
                         *ret_error = g_strdup("no free port in the migration port range for the NBD server");
                         return -EADDRINUSE;
