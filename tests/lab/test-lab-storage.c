@@ -253,6 +253,19 @@ static void test_refusals(void) {
         g_assert_cmpint(r.status, ==, 1);
         g_assert_nonnull(strstr(r.err, "TLS needs a tcp: disks URI"));
         lab_result_clear(&r);
+        /* Post-copy is not combined with a storage copy (docs/migration.md, "Storage copy"): the
+         * source refuses it, and so does a destination asked directly, before any image is made. */
+        CTL("b", &r, "migrate", "--p2p", "--postcopy", "--copy-storage-all", "st1", TO_A);
+        g_assert_cmpint(r.status, ==, 1);
+        g_assert_nonnull(strstr(r.err, "postcopy and copy_storage cannot be combined"));
+        lab_result_clear(&r);
+        const char *prepare[] = { "busctl", "call", "org.ferry.Ferry1", "/org/ferry/Ferry1", "org.ferry.Ferry1.Manager",
+                                  "PrepareMigration", "sa{sv}", "<domain/>", "3", "copy_storage", "s", "all",
+                                  "postcopy", "b", "true", "disk_sizes", "a{st}", "1", "vda", "4194304", NULL };
+        lab_exec("a", NULL, prepare, &r);
+        g_assert_cmpint(r.status, !=, 0);
+        g_assert_nonnull(strstr(r.err, "postcopy and copy_storage cannot be combined"));
+        lab_result_clear(&r);
         /* Bad values, at the bus edge. */
         const char *lookup[] = { "busctl", "call", "org.ferry.Ferry1", "/org/ferry/Ferry1", "org.ferry.Ferry1.Manager",
                                  "GetDomainByName", "s", "st1", NULL };
@@ -343,6 +356,24 @@ static void test_unix_disks_uri(void) {
         g_assert_cmpstr(r.out, ==, "s \"unix:///run/ferry-lab-peers/st1-nbd.sock\"\n");
 }
 
+/* Multifd carries the RAM only; the disks go over NBD as ever: back to a (onto the image it
+ * still has) with two parallel connections. */
+static void test_with_parallel_connections(void) {
+        g_auto(LabResult) r = {};
+
+        CTL("b", &r, "migrate", "--p2p", "--copy-storage-all", "--parallel-connections", "2", "st1", TO_A);
+        g_test_message("%s", r.err);
+        g_assert_cmpint(r.status, ==, 0);
+        assert_only_on("a", "b");
+        g_assert_true(lab_wait_for("a", "test $(grep -c 'ALIVE.*disk-written' /run/ferry-test/st1.log) -ge 3", 60000));
+        lab_guest_assert_intact("a", "st1", 3, true);
+        lab_result_clear(&r);
+        lab_sh("b", NULL, "busctl get-property org.ferry.Ferry1 $(busctl call org.ferry.Ferry1 /org/ferry/Ferry1 "
+                          "org.freedesktop.DBus.ObjectManager GetManagedObjects | grep -o '/org/ferry/Ferry1/migration/[0-9]*' "
+                          "| sort -t/ -k6 -n | tail -1) org.ferry.Ferry1.Migration State CopyStorage ParallelConnections", &r);
+        g_assert_cmpstr(r.out, ==, "s \"completed\"\ns \"all\"\nu 2\n");
+}
+
 int main(int argc, char *argv[]) {
         const char *hosts[] = { "a", "b", NULL };
         g_test_init(&argc, &argv, NULL);
@@ -357,6 +388,7 @@ int main(int argc, char *argv[]) {
         g_test_add_func("/lab/storage/refusals", test_refusals);
         g_test_add_func("/lab/storage/copy-with-tls", test_copy_with_tls);
         g_test_add_func("/lab/storage/unix-disks-uri", test_unix_disks_uri);
+        g_test_add_func("/lab/storage/with-parallel-connections", test_with_parallel_connections);
 
         return lab_run("storage", hosts);
 }
