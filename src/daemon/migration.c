@@ -1266,10 +1266,6 @@ static int prepare_storage_then_parsed(Manager *manager, const char *xml, Migrat
 
         if (options->copy_storage == MIGRATION_COPY_STORAGE_NONE && !options->disk_sizes && !options->disks_uri)
                 return prepare_parsed(manager, xml, options, done, userdata, ret_error);
-        /* Refused combinations before any image is made (prepare_parsed checks them again). */
-        r = migration_check_postcopy_options(options, false, ret_error);
-        if (r < 0)
-                return r;
         step = calloc(1, sizeof(*step));
         if (!step)
                 return -ENOMEM;
@@ -1332,6 +1328,11 @@ int migration_prepare_incoming(Manager *manager, const char *xml, MigrationOptio
                 *ret_error = g_strdup("this host requires TLS for incoming migrations ([Migration] ForceTLS=yes)");
                 return -EPERM;
         }
+        /* Refused combinations, before the hook runs or any image is made (prepare_parsed
+         * checks them again). */
+        r = migration_check_postcopy_options(options, false, ret_error);
+        if (r < 0)
+                return r;
         if (access(hook, X_OK) < 0)
                 return prepare_storage_then_parsed(manager, xml, options, done, userdata, ret_error);
 

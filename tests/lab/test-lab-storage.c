@@ -259,8 +259,9 @@ static void test_refusals(void) {
         g_assert_cmpint(r.status, ==, 1);
         g_assert_nonnull(strstr(r.err, "postcopy and copy_storage cannot be combined"));
         lab_result_clear(&r);
+        g_autofree char *xml = lab_guest_xml("st1");
         const char *prepare[] = { "busctl", "call", "org.ferry.Ferry1", "/org/ferry/Ferry1", "org.ferry.Ferry1.Manager",
-                                  "PrepareMigration", "sa{sv}", "<domain/>", "3", "copy_storage", "s", "all",
+                                  "PrepareMigration", "sa{sv}", xml, "3", "copy_storage", "s", "all",
                                   "postcopy", "b", "true", "disk_sizes", "a{st}", "1", "vda", "4194304", NULL };
         lab_exec("a", NULL, prepare, &r);
         g_assert_cmpint(r.status, !=, 0);
