@@ -425,6 +425,18 @@ bool postcopy_destination_event(Migration *m, const char *status) {
         return true;
 }
 
+static void on_status_after_cont(QemuMonitor *mon, int error, const char *error_class, const char *error_desc,
+                                 JsonNode *ret, void *userdata) {
+        Migration *m = userdata;
+        const char *status;
+
+        if (error < 0 || !ret || !JSON_NODE_HOLDS_OBJECT(ret) || m->state != MIGRATION_RUNNING || !m->running_here)
+                return;
+        status = json_object_get_string_member_with_default(json_node_get_object(ret), "status", NULL);
+        if (status)
+                (void) postcopy_destination_event(m, status);
+}
+
 bool postcopy_destination_keeps_going(Migration *m) {
         Domain *d = migration_domain(m);
 
@@ -435,5 +447,11 @@ bool postcopy_destination_keeps_going(Migration *m) {
         m->running_here = true;
         if (domain_begin_migration(d, m) < 0)
                 log_warning("Migration %u: %s is busy, its post-copy may end unnoticed.", m->id, m->domain_name);
+        /* While Finish ran the guest the domain held no migration, and QEMU's MIGRATION events
+         * of that moment (its "completed" after a short post-copy) went nowhere: ask for the
+         * status now. */
+        else if (!domain_monitor(d) ||
+                 qemu_monitor_command(domain_monitor(d), "query-migrate", NULL, 0, on_status_after_cont, m) < 0)
+                log_warning("Migration %u: cannot ask QEMU for the post-copy status, its end may go unnoticed.", m->id);
         return true;
 }
