@@ -213,6 +213,7 @@ void ctl_domain_help(void) {
                "          [--timeout S] [--migrateuri URI] [--listen-address A] [--xml FILE] [--dname NAME]\n"
                "          [--postcopy [--postcopy-after-precopy] [--postcopy-bandwidth MiB]] [--postcopy-resume]\n"
                "          [--parallel [--parallel-connections N]]\n"
+               "          [--copy-storage-all | --copy-storage-inc] [--migrate-disks vda,vdb] [--disks-uri URI | --disks-port N]\n"
                "          DOMAIN DEST-URI\n"
                "                                 live-migrate to another host's ferryd (peer to peer)\n");
 }

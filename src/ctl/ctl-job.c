@@ -19,13 +19,15 @@ typedef struct Job {
         unsigned long id;
         char *path, *domain, *domain_name, *direction, *phase, *state, *error_message, *postcopy;
         uint64_t elapsed, total, processed, remaining, bps, dirty_rate, iteration, expected_downtime, downtime;
+        uint64_t disk_total, disk_processed, disk_remaining, disk_bps;
+        char *copy_storage;
         int tls, auto_converge;
         uint32_t throttle;
 } Job;
 
 static void job_done(Job *j) {
         free(j->path), free(j->domain), free(j->domain_name), free(j->direction);
-        free(j->phase), free(j->state), free(j->error_message), free(j->postcopy);
+        free(j->phase), free(j->state), free(j->error_message), free(j->copy_storage), free(j->postcopy);
         *j = (Job) {};
 }
 
@@ -35,7 +37,7 @@ static int read_properties(sd_bus_message *m, Job *j) {
                 { "Domain", offsetof(Job, domain) }, { "DomainName", offsetof(Job, domain_name) },
                 { "Direction", offsetof(Job, direction) }, { "Phase", offsetof(Job, phase) },
                 { "State", offsetof(Job, state) }, { "ErrorMessage", offsetof(Job, error_message) },
-                { "PostCopy", offsetof(Job, postcopy) },
+                { "CopyStorage", offsetof(Job, copy_storage) }, { "PostCopy", offsetof(Job, postcopy) },
         }, numbers[] = {
                 { "ElapsedUSec", offsetof(Job, elapsed) }, { "DataTotal", offsetof(Job, total) },
                 { "DataProcessed", offsetof(Job, processed) }, { "DataRemaining", offsetof(Job, remaining) },
@@ -43,6 +45,9 @@ static int read_properties(sd_bus_message *m, Job *j) {
                 { "Iteration", offsetof(Job, iteration) },
                 { "ExpectedDowntimeUSec", offsetof(Job, expected_downtime) },
                 { "DowntimeUSec", offsetof(Job, downtime) },
+                { "DiskTotal", offsetof(Job, disk_total) }, { "DiskProcessed", offsetof(Job, disk_processed) },
+                { "DiskRemaining", offsetof(Job, disk_remaining) },
+                { "DiskBytesPerSecond", offsetof(Job, disk_bps) },
         };
         const char *name, *s;
         int r;
@@ -173,6 +178,13 @@ static void print_job(const Job *j) {
         printf("%-17s %.3f MiB/s\n", "Memory bandwidth:", j->bps / 1048576.0);
         printf("%-17s %" PRIu64 " pages/s\n", "Dirty rate:", j->dirty_rate);
         printf("%-17s %" PRIu64 "\n", "Iteration:", j->iteration);
+        /* virsh's names for the storage copy's figures. */
+        if (j->copy_storage && j->copy_storage[0]) {
+                printf("%-17s %.3f MiB\n", "File processed:", j->disk_processed / 1048576.0);
+                printf("%-17s %.3f MiB\n", "File remaining:", j->disk_remaining / 1048576.0);
+                printf("%-17s %.3f MiB\n", "File total:", j->disk_total / 1048576.0);
+                printf("%-17s %.3f MiB/s\n", "File bandwidth:", j->disk_bps / 1048576.0);
+        }
         printf("%-17s %s\n", "Encrypted (TLS):", j->tls ? "yes" : "no");
         if (j->postcopy && strcmp(j->postcopy, "off") != 0)
                 printf("%-17s %s\n", "Post-copy:", j->postcopy);

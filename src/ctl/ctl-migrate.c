@@ -91,6 +91,9 @@ static int on_changed(sd_bus_message *m, void *userdata, sd_bus_error *ret_error
 typedef struct MigrateArgs {
         const char *domain, *destination;
         const char *migrateuri, *dname, *listen_address;
+        const char *copy_storage, *disks_uri;  /* "all"/"inc"; --disks-uri, or --disks-port made one */
+        char *disks_port_uri;
+        char **disks;              /* --migrate-disks vda,vdb */
         char *xml;                 /* --xml FILE: its contents */
         uint64_t bandwidth, downtime, timeout, postcopy_bandwidth;
         unsigned parallel_connections;
@@ -101,13 +104,16 @@ typedef struct MigrateArgs {
 
 static void migrate_args_done(MigrateArgs *a) {
         g_free(a->xml);
+        g_free(a->disks_port_uri);
+        g_strfreev(a->disks);
 }
 
 static int migrate_args_parse(int argc, char **argv, MigrateArgs *a) {
         enum { O_P2P = 0x100, O_LIVE, O_VERBOSE, O_BANDWIDTH, O_MIGRATEURI, O_SUSPEND, O_DOWNTIME, O_PERSISTENT,
                O_UNDEFINE_SOURCE, O_OFFLINE, O_DIRECT, O_TLS, O_AUTO_CONVERGE, O_XML, O_DNAME, O_CHANGE_PROTECTION,
-               O_LISTEN_ADDRESS, O_TIMEOUT, O_POSTCOPY, O_POSTCOPY_AFTER_PRECOPY, O_POSTCOPY_BANDWIDTH,
-               O_POSTCOPY_RESUME, O_PARALLEL, O_PARALLEL_CONNECTIONS };
+               O_LISTEN_ADDRESS, O_TIMEOUT, O_COPY_STORAGE_ALL, O_COPY_STORAGE_INC, O_MIGRATE_DISKS, O_DISKS_URI,
+               O_DISKS_PORT, O_POSTCOPY, O_POSTCOPY_AFTER_PRECOPY, O_POSTCOPY_BANDWIDTH, O_POSTCOPY_RESUME, O_PARALLEL,
+               O_PARALLEL_CONNECTIONS };
         static const struct option options[] = {
                 { "p2p", no_argument, NULL, O_P2P },
                 { "live", no_argument, NULL, O_LIVE },
@@ -127,6 +133,11 @@ static int migrate_args_parse(int argc, char **argv, MigrateArgs *a) {
                 { "change-protection", no_argument, NULL, O_CHANGE_PROTECTION },
                 { "listen-address", required_argument, NULL, O_LISTEN_ADDRESS },
                 { "timeout", required_argument, NULL, O_TIMEOUT },
+                { "copy-storage-all", no_argument, NULL, O_COPY_STORAGE_ALL },
+                { "copy-storage-inc", no_argument, NULL, O_COPY_STORAGE_INC },
+                { "migrate-disks", required_argument, NULL, O_MIGRATE_DISKS },
+                { "disks-uri", required_argument, NULL, O_DISKS_URI },
+                { "disks-port", required_argument, NULL, O_DISKS_PORT },
                 { "postcopy", no_argument, NULL, O_POSTCOPY },
                 { "postcopy-after-precopy", no_argument, NULL, O_POSTCOPY_AFTER_PRECOPY },
                 { "postcopy-bandwidth", required_argument, NULL, O_POSTCOPY_BANDWIDTH },
@@ -207,6 +218,32 @@ static int migrate_args_parse(int argc, char **argv, MigrateArgs *a) {
                         }
                         a->downtime *= 1000;
                         break;
+                case O_COPY_STORAGE_ALL:
+                case O_COPY_STORAGE_INC:
+                        if (a->copy_storage) {
+                                fprintf(stderr, "error: --copy-storage-all and --copy-storage-inc: pick one\n");
+                                return CTL_USAGE_ERROR;
+                        }
+                        a->copy_storage = c == O_COPY_STORAGE_ALL ? "all" : "inc";
+                        break;
+                case O_MIGRATE_DISKS:
+                        g_strfreev(a->disks);
+                        a->disks = g_strsplit(optarg, ",", -1);
+                        break;
+                case O_DISKS_URI:
+                        a->disks_uri = optarg;
+                        break;
+                case O_DISKS_PORT: {
+                        unsigned long port = strtoul(optarg, &end, 10);
+                        if (*end || port == 0 || port > 65535) {
+                                fprintf(stderr, "error: --disks-port takes a port number\n");
+                                return CTL_USAGE_ERROR;
+                        }
+                        g_free(a->disks_port_uri);
+                        /* virsh's meaning: that port, on the address the destination picks. */
+                        a->disks_port_uri = g_strdup_printf("tcp://:%lu", port);
+                        break;
+                }
                 case O_TIMEOUT:
                         a->timeout = strtoull(optarg, &end, 10);
                         if (*end || a->timeout == 0 || a->timeout > 86400) {
@@ -268,6 +305,22 @@ static int migrate_args_parse(int argc, char **argv, MigrateArgs *a) {
         /* Post-copy needs the source's ferryd to drive the switch and the recovery: p2p. */
         if (a->postcopy && !a->direct)
                 a->p2p = true;
+        if (a->disks_uri && a->disks_port_uri) {
+                fprintf(stderr, "error: --disks-uri and --disks-port: pick one\n");
+                return CTL_USAGE_ERROR;
+        }
+        if (!a->disks_uri)
+                a->disks_uri = a->disks_port_uri;
+        if (!a->copy_storage && (a->disks || a->disks_uri)) {
+                fprintf(stderr, "error: --migrate-disks, --disks-uri and --disks-port go with --copy-storage-all or "
+                                "--copy-storage-inc\n");
+                return CTL_USAGE_ERROR;
+        }
+        if (a->copy_storage && !a->p2p) {
+                fprintf(stderr, "error: --copy-storage-%s: the disks are copied in the peer-to-peer flow only: "
+                                "add --p2p\n", a->copy_storage);
+                return CTL_USAGE_ERROR;
+        }
         a->domain = argv[optind];
         a->destination = argv[optind + 1];
         return 0;
@@ -309,6 +362,24 @@ static int migrate_args_append(sd_bus_message *m, const MigrateArgs *a, bool pre
                 r = sd_bus_message_append(m, "{sv}", "listen_address", "s", a->listen_address);
         if (r >= 0 && a->timeout && !prepare)
                 r = sd_bus_message_append(m, "{sv}", "suspend_timeout_usec", "t", a->timeout);
+        /* Only the peer-to-peer flow copies storage: these never go to PrepareMigration from here. */
+        if (r >= 0 && a->copy_storage && !prepare)
+                r = sd_bus_message_append(m, "{sv}", "copy_storage", "s", a->copy_storage);
+        if (r >= 0 && a->disks && !prepare) {
+                r = sd_bus_message_open_container(m, 'e', "sv");
+                if (r >= 0)
+                        r = sd_bus_message_append(m, "s", "disks");
+                if (r >= 0)
+                        r = sd_bus_message_open_container(m, 'v', "as");
+                if (r >= 0)
+                        r = sd_bus_message_append_strv(m, a->disks);
+                if (r >= 0)
+                        r = sd_bus_message_close_container(m);
+                if (r >= 0)
+                        r = sd_bus_message_close_container(m);
+        }
+        if (r >= 0 && a->disks_uri && !prepare)
+                r = sd_bus_message_append(m, "{sv}", "disks_uri", "s", a->disks_uri);
         if (r >= 0 && a->postcopy)
                 r = sd_bus_message_append(m, "{sv}", "postcopy", "b", 1);
         if (r >= 0 && a->postcopy_bandwidth && !prepare)

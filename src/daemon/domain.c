@@ -15,6 +15,7 @@
 #include "domain.h"
 #include "migration.h"
 #include "migration-postcopy.h"
+#include "migration-storage.h"
 #include "ferry-bus.h"
 #include "log.h"
 #include "manager.h"
@@ -204,6 +205,9 @@ static void on_monitor_event(QemuMonitor *mon, const char *name, JsonObject *dat
                 const char *status = data ? json_object_get_string_member_with_default(data, "status", NULL) : NULL;
                 if (d->migration && status)
                         migration_qemu_event(d->migration, status);
+        } else if (g_str_has_prefix(name, "BLOCK_JOB_")) {
+                if (d->storage_jobs)
+                        storage_block_job_event(d->storage_jobs, name, data);
         } else if (strcmp(name, "DUMP_COMPLETED") == 0) {
                 domain_dump_completed(d, data);
         } else if (strcmp(name, "STOP") == 0) {

@@ -16,6 +16,7 @@ typedef struct Manager Manager;
 typedef struct QemuMonitor QemuMonitor;
 typedef struct UnitJob UnitJob;
 typedef struct Migration Migration;
+typedef struct MigrationStorage MigrationStorage;
 typedef struct _JsonObject JsonObject;  /* json-glib's */
 
 typedef enum DomainState {
@@ -118,6 +119,7 @@ typedef struct Domain {
         DomainDef *incoming_def;   /* ... and runs this definition (the source's) */
         const char *pending_reason;/* the reason a pending resume will give (REASON_*) */
         Migration *migration;      /* the migration in progress, if any */
+        MigrationStorage *storage_jobs; /* whose block jobs run in QEMU (a storage copy), if any */
 } Domain;
 
 /* Limits */

@@ -342,10 +342,11 @@ static int method_prepare_migration(sd_bus_message *msg, void *userdata, sd_bus_
         if (r < 0)
                 return r;
         if (options.auto_converge || options.destination_xml || options.destination_name ||
-            options.suspend_timeout_usec > 0 || options.postcopy_bandwidth > 0)
+            options.suspend_timeout_usec > 0 || options.disks || options.postcopy_bandwidth > 0)
                 return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
-                                         "auto_converge, destination_xml, destination_name, suspend_timeout_usec and "
-                                         "postcopy_bandwidth are options of Domain.Migrate, not of PrepareMigration.");
+                                         "auto_converge, destination_xml, destination_name, suspend_timeout_usec, "
+                                         "disks and postcopy_bandwidth are options of Domain.Migrate, not of "
+                                         "PrepareMigration.");
         r = polkit_verify(m->polkit, msg, FERRY_ACTION_MIGRATE_INCOMING, NULL, error);
         if (r <= 0)
                 return r < 0 ? r : 1;

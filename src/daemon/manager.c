@@ -20,6 +20,7 @@
 #include "manager.h"
 #include "migration-dbus.h"
 #include "migration.h"
+#include "migration-storage.h"
 
 #define USEC_PER_SEC 1000000ULL
 
@@ -257,7 +258,7 @@ bool manager_incoming_port_in_use(Manager *m, uint16_t port) {
 
         g_hash_table_iter_init(&i, m->migrations);
         while (g_hash_table_iter_next(&i, NULL, (void **) &mig))
-                if (mig->state == MIGRATION_RUNNING && mig->incoming_port == port)
+                if (mig->state == MIGRATION_RUNNING && (mig->incoming_port == port || migration_storage_port(mig) == port))
                         return true;
         return false;
 }

@@ -14,6 +14,7 @@
 #include "migration-dbus.h"
 #include "domain-def.h"
 #include "migration-postcopy.h"
+#include "migration-storage.h"
 #include "migration-uri.h"
 
 #define EMIT_INTERVAL_USEC (1000000ULL / 10)
@@ -171,6 +172,84 @@ int migration_options_read(sd_bus_message *msg, MigrationOptions *o, sd_bus_erro
                         o->listen_address = strdup(s);
                         if (!o->listen_address)
                                 return -ENOMEM;
+                } else if (strcmp(key, "copy_storage") == 0) {
+                        const char *s;
+                        READ_VARIANT("s", &s);
+                        MigrationCopyStorage c = migration_copy_storage_from_string(s);
+                        if (c < 0)
+                                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                                         "Option copy_storage takes \"all\" or \"inc\".");
+                        o->copy_storage = c;
+                } else if (strcmp(key, "disks") == 0) {
+                        g_auto(GStrv) l = NULL;
+                        r = sd_bus_message_enter_container(msg, 'v', "as");
+                        if (r < 0)
+                                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                                         "Option '%s' takes type '%s'.", key, "as");
+                        r = sd_bus_message_read_strv(msg, &l);
+                        if (r < 0)
+                                return r;
+                        r = sd_bus_message_exit_container(msg);
+                        if (r < 0)
+                                return r;
+                        if (!l || !l[0] || g_strv_length(l) > DOMAIN_DISKS_MAX)
+                                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                                         "Option disks takes 1 to %u disk targets.", DOMAIN_DISKS_MAX);
+                        for (char **t = l; *t; t++)
+                                if (!domain_disk_target_is_valid(*t))
+                                        return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                                                 "Invalid disk target in disks: not like vda or sdb.");
+                        g_strfreev(o->disks);
+                        o->disks = g_strdupv(l);
+                } else if (strcmp(key, "disks_uri") == 0) {
+                        const char *s;
+                        g_autofree char *why = NULL;
+                        _cleanup_(migration_uri_freep) MigrationUri *u = NULL;
+                        READ_VARIANT("s", &s);
+                        if (migration_uri_parse_full(s, SIZE_MAX, MIGRATION_URI_ALLOW_ANY, &u, &why) < 0)
+                                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Invalid disks URI: %s",
+                                                         strna(why));
+                        free(o->disks_uri);
+                        o->disks_uri = strdup(s);
+                        if (!o->disks_uri)
+                                return -ENOMEM;
+                } else if (strcmp(key, "disk_sizes") == 0) {
+                        const char *target;
+                        uint64_t size;
+                        r = sd_bus_message_enter_container(msg, 'v', "a{st}");
+                        if (r < 0)
+                                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                                         "Option '%s' takes type '%s'.", key, "a{st}");
+                        r = sd_bus_message_enter_container(msg, 'a', "{st}");
+                        if (r < 0)
+                                return r;
+                        while ((r = sd_bus_message_read(msg, "{st}", &target, &size)) > 0) {
+                                if (!domain_disk_target_is_valid(target) || size == 0 ||
+                                    o->n_disk_sizes >= DOMAIN_DISKS_MAX)
+                                        return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                                                 "Invalid disk_sizes: up to %u disk targets, each with a size.",
+                                                                 DOMAIN_DISKS_MAX);
+                                for (size_t i = 0; i < o->n_disk_sizes; i++)
+                                        if (strcmp(o->disk_sizes[i].target, target) == 0)
+                                                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                                                         "Invalid disk_sizes: %s twice.", target);
+                                MigrationDiskSize *n = realloc(o->disk_sizes, (o->n_disk_sizes + 1) * sizeof(*n));
+                                if (!n)
+                                        return -ENOMEM;
+                                o->disk_sizes = n;
+                                o->disk_sizes[o->n_disk_sizes] = (MigrationDiskSize) { .target = strdup(target), .size = size };
+                                if (!o->disk_sizes[o->n_disk_sizes].target)
+                                        return -ENOMEM;
+                                o->n_disk_sizes++;
+                        }
+                        if (r < 0)
+                                return r;
+                        r = sd_bus_message_exit_container(msg);
+                        if (r < 0)
+                                return r;
+                        r = sd_bus_message_exit_container(msg);
+                        if (r < 0)
+                                return r;
                 } else
                         return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Unknown option '%s'.", key);
 #undef READ_VARIANT
@@ -472,6 +551,12 @@ U64_PROPERTY(property_get_expected_downtime, mig->stats.expected_downtime_usec)
 U64_PROPERTY(property_get_downtime, mig->stats.downtime_usec)
 U64_PROPERTY(property_get_max_bandwidth, mig->options.max_bandwidth)
 U64_PROPERTY(property_get_max_downtime, mig->options.max_downtime_usec)
+STRING_PROPERTY(property_get_copy_storage, migration_copy_storage_to_string(mig->options.copy_storage))
+STRING_PROPERTY(property_get_disks_uri, migration_storage_disks_uri(mig))
+U64_PROPERTY(property_get_disk_total, migration_storage_stats(mig).total)
+U64_PROPERTY(property_get_disk_processed, migration_storage_stats(mig).processed)
+U64_PROPERTY(property_get_disk_remaining, migration_storage_stats(mig).remaining)
+U64_PROPERTY(property_get_disk_bps, migration_storage_stats(mig).bytes_per_second)
 BOOL_PROPERTY(property_get_tls, mig->options.tls)
 BOOL_PROPERTY(property_get_auto_converge, mig->options.auto_converge)
 STRING_PROPERTY(property_get_postcopy, migration_postcopy_to_string(mig->postcopy))
@@ -492,7 +577,8 @@ static int property_get_throttle(sd_bus *bus, const char *path, const char *inte
 static const char *const changing_properties[] = {
         "Phase", "State", "HypervisorURI", "ErrorName", "ErrorMessage", "ElapsedUSec", "SetupUSec",
         "DataTotal", "DataProcessed", "DataRemaining", "BytesPerSecond", "DirtyPagesRate", "Iteration",
-        "ExpectedDowntimeUSec", "DowntimeUSec", "MaxBandwidth", "MaxDowntimeUSec", "AutoConvergeThrottle", "PostCopy", NULL,
+        "ExpectedDowntimeUSec", "DowntimeUSec", "MaxBandwidth", "MaxDowntimeUSec", "AutoConvergeThrottle", "DisksURI", "DiskTotal", "DiskProcessed",
+        "DiskRemaining", "DiskBytesPerSecond", "PostCopy", NULL,
 };
 
 static void emit_now(Migration *mig) {
@@ -582,6 +668,12 @@ static const sd_bus_vtable migration_vtable[] = {
         SD_BUS_PROPERTY("MaxBandwidth", "t", property_get_max_bandwidth, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("MaxDowntimeUSec", "t", property_get_max_downtime, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("AutoConvergeThrottle", "u", property_get_throttle, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("CopyStorage", "s", property_get_copy_storage, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("DisksURI", "s", property_get_disks_uri, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("DiskTotal", "t", property_get_disk_total, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("DiskProcessed", "t", property_get_disk_processed, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("DiskRemaining", "t", property_get_disk_remaining, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("DiskBytesPerSecond", "t", property_get_disk_bps, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("PostCopy", "s", property_get_postcopy, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_METHOD("Cancel", NULL, NULL, method_cancel, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("SetMaxBandwidth", SD_BUS_ARGS("t", bytes_per_second), SD_BUS_NO_RESULT,

@@ -4,6 +4,7 @@
 
 #include "ferry-bus.h"
 #include "migration-peer.h"
+#include "migration-storage.h"
 
 /* Copying a whole guest may take a while; Finish waits for the destination's QEMU. */
 #define PEER_CALL_TIMEOUT_USEC (120ULL * 1000000ULL)
@@ -93,6 +94,34 @@ int peer_prepare(sd_bus *peer, const char *xml, const MigrationOptions *o, sd_bu
         }
         if (o->listen_address) {
                 r = sd_bus_message_append(m, "{sv}", "listen_address", "s", o->listen_address);
+                if (r < 0)
+                        return r;
+        }
+        if (o->copy_storage != MIGRATION_COPY_STORAGE_NONE) {
+                r = sd_bus_message_append(m, "{sv}", "copy_storage", "s", migration_copy_storage_to_string(o->copy_storage));
+                if (r < 0)
+                        return r;
+                /* The copied disks, with the sizes the destination's images must have. */
+                r = sd_bus_message_open_container(m, 'e', "sv");
+                if (r >= 0)
+                        r = sd_bus_message_append(m, "s", "disk_sizes");
+                if (r >= 0)
+                        r = sd_bus_message_open_container(m, 'v', "a{st}");
+                if (r >= 0)
+                        r = sd_bus_message_open_container(m, 'a', "{st}");
+                for (size_t i = 0; r >= 0 && i < o->n_disk_sizes; i++)
+                        r = sd_bus_message_append(m, "{st}", o->disk_sizes[i].target, o->disk_sizes[i].size);
+                if (r >= 0)
+                        r = sd_bus_message_close_container(m);
+                if (r >= 0)
+                        r = sd_bus_message_close_container(m);
+                if (r >= 0)
+                        r = sd_bus_message_close_container(m);
+                if (r < 0)
+                        return r;
+        }
+        if (o->disks_uri) {
+                r = sd_bus_message_append(m, "{sv}", "disks_uri", "s", o->disks_uri);
                 if (r < 0)
                         return r;
         }

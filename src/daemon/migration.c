@@ -16,6 +16,7 @@
 #include "migration-internal.h"
 #include "migration-peer.h"
 #include "migration-postcopy.h"
+#include "migration-storage.h"
 #include "migration-uri.h"
 #include "migration.h"
 #include "qemu-monitor.h"
@@ -62,6 +63,15 @@ void migration_options_done(MigrationOptions *o) {
         o->destination_xml = mfree(o->destination_xml);
         o->destination_name = mfree(o->destination_name);
         o->listen_address = mfree(o->listen_address);
+        g_strfreev(o->disks);
+        o->disks = NULL;
+        o->disks_uri = mfree(o->disks_uri);
+        for (size_t i = 0; i < o->n_disk_sizes; i++)
+                free(o->disk_sizes[i].target);
+        o->disk_sizes = mfree(o->disk_sizes);
+        o->n_disk_sizes = 0;
+        g_strfreev(o->storage_created);
+        o->storage_created = NULL;
 }
 
 /* ---- QEMU's own TLS ---- */
@@ -128,6 +138,7 @@ Migration *migration_free(Migration *m) {
         sd_event_source_disable_unref(m->suspend_timer);
         sd_event_source_disable_unref(m->expire_timer);
         sd_event_source_disable_unref(m->emit_timer);
+        migration_storage_free(m->storage);
         migration_options_done(&m->options);
         free(m->object_path);
         free(m->domain_name);
@@ -201,6 +212,7 @@ void migration_end(Migration *m, MigrationState state, const char *error_name, c
                           migration_phase_to_string(m->phase), strempty(message));
         } else
                 log_info("Migration %u of %s: %s.", m->id, m->domain_name, migration_state_to_string(state));
+        storage_migration_ended(m);
         m->stats_timer = sd_event_source_disable_unref(m->stats_timer);
         m->suspend_timer = sd_event_source_disable_unref(m->suspend_timer);
         m->peer_call = sd_bus_slot_unref(m->peer_call);
@@ -431,6 +443,19 @@ static void source_finish(Migration *m) {
                 source_fail(m, FERRY_ERROR_MIGRATION_FAILED, "cannot call Finish on the destination");
 }
 
+/* The last pass is done and the source is paused. Let QEMU send the devices' state; the
+ * guest only runs again after Finish, on exactly one host. */
+static void continue_switchover(Migration *m) {
+        Domain *d = migration_domain(m);
+        JsonObject *args = json_object_new();
+
+        json_object_set_string_member(args, "state", "pre-switchover");
+        if (d && domain_monitor(d))
+                (void) qemu_monitor_command(domain_monitor(d), "migrate-continue", args, 0, NULL, NULL);
+        else
+                json_object_unref(args);
+}
+
 void migration_qemu_event(Migration *m, const char *status) {
         Domain *d = migration_domain(m);
 
@@ -469,14 +494,11 @@ void migration_qemu_event(Migration *m, const char *status) {
                 return;
         }
         if (strcmp(status, "pre-switchover") == 0) {
-                /* The last pass is done and the source is paused. Let QEMU send the devices'
-                 * state; the guest only runs again after Finish, on exactly one host. */
-                JsonObject *args = json_object_new();
-                json_object_set_string_member(args, "state", "pre-switchover");
-                if (d && domain_monitor(d))
-                        (void) qemu_monitor_command(domain_monitor(d), "migrate-continue", args, 0, NULL, NULL);
+                /* The disks first, while the guest is paused: then nothing writes to them. */
+                if (m->storage)
+                        storage_source_switchover(m, continue_switchover);
                 else
-                        json_object_unref(args);
+                        continue_switchover(m);
         } else if (strcmp(status, "completed") == 0) {
                 if (d && domain_monitor(d))
                         (void) qemu_monitor_command(domain_monitor(d), "query-migrate", NULL, 0, on_query_migrate, m);
@@ -577,6 +599,14 @@ static void source_migrate(Migration *m) {
                 log_warning("Migration %u: cannot arm the suspend timeout, the guest will not be suspended.", m->id);
 }
 
+/* With copy_storage the disks are mirrored first; the RAM follows once every copy is ready. */
+static void copy_storage_then_migrate(Migration *m) {
+        if (m->storage)
+                storage_source_start(m, source_migrate);
+        else
+                source_migrate(m);
+}
+
 static void on_tls_creds_added(QemuMonitor *mon, int error, const char *error_class, const char *error_desc,
                                JsonNode *ret, void *userdata) {
         Migration *m = userdata;
@@ -589,7 +619,7 @@ static void on_tls_creds_added(QemuMonitor *mon, int error, const char *error_cl
                 source_fail(m, FERRY_ERROR_MIGRATION_FAILED, msg);
                 return;
         }
-        source_migrate(m);
+        copy_storage_then_migrate(m);
 }
 
 void source_perform(Migration *m) {
@@ -600,7 +630,7 @@ void source_perform(Migration *m) {
 
         set_phase(m, MIGRATION_PHASE_PERFORM);
         if (!m->options.tls || !mon) {
-                source_migrate(m);
+                copy_storage_then_migrate(m);
                 return;
         }
         /* Fresh client credentials: this QEMU may hold the server ones it came in with, or
@@ -705,17 +735,20 @@ static int on_peer_prepared(sd_bus_message *reply, void *userdata, sd_bus_error 
                 source_fail(m, FERRY_ERROR_MIGRATION_FAILED, why);
                 return 0;
         }
-        source_perform(m);
+        if (m->storage)
+                storage_source_locate(m, source_perform); /* where its NBD server listens */
+        else
+                source_perform(m);
         return 0;
 }
+
+static void send_prepare(Migration *m);
 
 static int on_peer_host_uuid(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error) {
         Migration *m = userdata;
         const sd_bus_error *e = sd_bus_message_get_error(reply);
         Domain *d = migration_domain(m);
-        g_autofree char *xml = NULL;
         const char *uuid;
-        int r;
 
         m->peer_call = sd_bus_slot_unref(m->peer_call);
         if (e) {
@@ -738,15 +771,30 @@ static int on_peer_host_uuid(sd_bus_message *reply, void *userdata, sd_bus_error
                 return 0;
         }
         set_phase(m, MIGRATION_PHASE_PREPARE);
+        if (m->options.copy_storage != MIGRATION_COPY_STORAGE_NONE)
+                storage_source_prepare(m, send_prepare); /* the disks' sizes go with Prepare */
+        else
+                send_prepare(m);
+        return 0;
+}
+
+static void send_prepare(Migration *m) {
+        Domain *d = migration_domain(m);
+        g_autofree char *xml = NULL;
+        int r;
+
+        if (!d) {
+                source_fail(m, FERRY_ERROR_MIGRATION_FAILED, "the domain went away");
+                return;
+        }
         r = migration_destination_xml(d, &m->options, &xml);
         if (r < 0) {
                 source_fail(m, FERRY_ERROR_MIGRATION_FAILED, "cannot make the destination's definition");
-                return 0;
+                return;
         }
         r = xml ? peer_prepare(m->peer, xml, &m->options, on_peer_prepared, m, &m->peer_call) : -ENOMEM;
         if (r < 0)
                 source_fail(m, FERRY_ERROR_MIGRATION_FAILED, "cannot call Prepare on the destination");
-        return 0;
 }
 
 int outgoing_new(Domain *d, const char *destination_uri, MigrationOptions *options, bool managed,
@@ -798,6 +846,9 @@ int outgoing_new(Domain *d, const char *destination_uri, MigrationOptions *optio
         if (r < 0)
                 return r;
         r = migration_check_postcopy_options(options, managed, ret_error);
+        if (r < 0)
+                return r;
+        r = storage_check_options(d, options, managed, ret_error);
         if (r < 0)
                 return r;
         if (options->offline) {
@@ -983,6 +1034,26 @@ typedef struct PrepareRequest {
         void *userdata;
 } PrepareRequest;
 
+static void on_disks_served(void *userdata, int error, const char *message) {
+        PrepareRequest *req = userdata;
+        Migration *m = req->migration;
+        Domain *d = migration_domain(m);
+        MigrationPrepared done = req->done;
+        void *ud = req->userdata;
+        free(req);
+
+        if (error < 0 || !d || m->state != MIGRATION_RUNNING) {
+                if (d && m->state == MIGRATION_RUNNING)
+                        domain_discard_incoming(d);
+                migration_end(m, MIGRATION_FAILED, FERRY_ERROR_MIGRATION_FAILED, message ?: "QEMU did not start");
+                done(ud, m, error < 0 ? error : -EIO, message ?: "QEMU did not start", NULL);
+                return;
+        }
+        (void) domain_begin_migration(d, m);
+        set_phase(m, MIGRATION_PHASE_PERFORM);
+        done(ud, m, 0, NULL, m->hypervisor_uri);
+}
+
 static void on_incoming_started(void *userdata, int error, const char *message) {
         PrepareRequest *req = userdata;
         Migration *m = req->migration;
@@ -994,6 +1065,19 @@ static void on_incoming_started(void *userdata, int error, const char *message) 
         if (error < 0 || !d) {
                 migration_end(m, MIGRATION_FAILED, FERRY_ERROR_MIGRATION_FAILED, message ?: "QEMU did not start");
                 done(ud, m, error < 0 ? error : -EIO, message ?: "QEMU did not start", NULL);
+                return;
+        }
+        if (m->storage) {
+                /* QEMU listens for the stream; now its NBD server for the disks. */
+                req = calloc(1, sizeof(*req));
+                if (!req) {
+                        domain_discard_incoming(d);
+                        migration_end(m, MIGRATION_FAILED, FERRY_ERROR_MIGRATION_FAILED, "out of memory");
+                        done(ud, m, -ENOMEM, "out of memory", NULL);
+                        return;
+                }
+                *req = (PrepareRequest) { .migration = m, .done = done, .userdata = ud };
+                storage_destination_start(m, on_disks_served, req);
                 return;
         }
         (void) domain_begin_migration(d, m);
@@ -1050,7 +1134,7 @@ static int prepare_parsed(Manager *manager, const char *xml, MigrationOptions *o
                           MigrationPrepared done, void *userdata, char **ret_error) {
         _cleanup_(domain_def_freep) DomainDef *def = NULL;
         _cleanup_(migration_uri_freep) MigrationUri *listen = NULL;
-        g_autofree char *listen_uri = NULL, *offer_uri = NULL, *tls_dir = NULL;
+        g_autofree char *listen_uri = NULL, *offer_uri = NULL, *tls_dir = NULL, *nbd_host = NULL;
         PrepareRequest *req;
         Domain *d, *by_name, *by_uuid;
         Migration *m;
@@ -1111,6 +1195,7 @@ static int prepare_parsed(Manager *manager, const char *xml, MigrationOptions *o
                                        .port = listen->port };
                 listen_uri = migration_uri_to_qemu(&bind);
                 offer_uri = migration_uri_to_qemu(&offer);
+                nbd_host = g_strdup(offer.host);
         } else if (options->listen_address) {
                 *ret_error = g_strdup("listen_address needs a tcp: hypervisor URI, not a unix: one");
                 return -EINVAL;
@@ -1139,6 +1224,14 @@ static int prepare_parsed(Manager *manager, const char *xml, MigrationOptions *o
         m->options = *options;
         *options = (MigrationOptions) {};
         m->incoming_port = listen->kind == MIGRATION_URI_TCP ? listen->port : 0;
+        if (m->options.copy_storage != MIGRATION_COPY_STORAGE_NONE) {
+                r = storage_destination_new(m, nbd_host ?: manager->hostname, ret_error);
+                if (r < 0) {
+                        migration_end(m, MIGRATION_FAILED, FERRY_ERROR_MIGRATION_FAILED, *ret_error ?: strerror(-r));
+                        manager_remove_migration(manager, m);
+                        goto fail_domain;
+                }
+        }
         m->hypervisor_uri = TAKE_PTR(offer_uri);
         if (created)
                 manager_domain_added(manager, d);
@@ -1171,6 +1264,54 @@ fail_domain:
         return r;
 }
 
+/* copy_storage: the images are checked or created before anything else is made. */
+typedef struct ImagesStep {
+        Manager *manager;
+        char *xml;
+        MigrationOptions options;
+        MigrationPrepared done;
+        void *userdata;
+} ImagesStep;
+
+static void on_images_ready(void *userdata, int error, const char *message) {
+        ImagesStep *step = userdata;
+        g_autofree char *why = NULL;
+        int r = error;
+
+        if (r >= 0)
+                r = prepare_parsed(step->manager, step->xml, &step->options, step->done, step->userdata, &why);
+        if (r < 0) {
+                storage_remove_created(&step->options);
+                step->done(step->userdata, NULL, r, why ?: message ?: strerror(-r), NULL);
+        }
+        migration_options_done(&step->options);
+        free(step->xml);
+        free(step);
+}
+
+static int prepare_storage_then_parsed(Manager *manager, const char *xml, MigrationOptions *options,
+                                       MigrationPrepared done, void *userdata, char **ret_error) {
+        ImagesStep *step;
+        int r;
+
+        if (options->copy_storage == MIGRATION_COPY_STORAGE_NONE && !options->disk_sizes && !options->disks_uri)
+                return prepare_parsed(manager, xml, options, done, userdata, ret_error);
+        step = calloc(1, sizeof(*step));
+        if (!step)
+                return -ENOMEM;
+        *step = (ImagesStep) { .manager = manager, .xml = strdup(xml), .options = *options, .done = done,
+                               .userdata = userdata };
+        *options = (MigrationOptions) {};
+        r = step->xml ? storage_destination_images(manager, step->xml, &step->options, on_images_ready, step, ret_error)
+                      : -ENOMEM;
+        if (r < 0) {
+                *options = step->options;
+                free(step->xml);
+                free(step);
+        }
+        return r < 0 ? r : 0;
+}
+
 /* The administrator's hook (/etc/ferry/hooks/migrate NAME migrate begin -) may rewrite the
  * incoming XML or refuse it, as libvirt's qemu hook does; empty output keeps it. */
 typedef struct HookRequest {
@@ -1192,7 +1333,7 @@ static void on_migrate_hook(void *userdata, int error, const char *message, cons
                 r = -EPERM;
         } else {
                 const char *xml = output && output[strspn(output, " \t\r\n")] ? output : req->xml;
-                r = prepare_parsed(req->manager, xml, &req->options, req->done, req->userdata, &why);
+                r = prepare_storage_then_parsed(req->manager, xml, &req->options, req->done, req->userdata, &why);
         }
         if (r < 0)
                 req->done(req->userdata, NULL, r, why ?: strerror(-r), NULL);
@@ -1217,8 +1358,13 @@ int migration_prepare_incoming(Manager *manager, const char *xml, MigrationOptio
                 *ret_error = g_strdup("this host requires TLS for incoming migrations ([Migration] ForceTLS=yes)");
                 return -EPERM;
         }
+        /* Refused combinations, before the hook runs or any image is made (prepare_parsed
+         * checks them again). */
+        r = migration_check_postcopy_options(options, false, ret_error);
+        if (r < 0)
+                return r;
         if (access(hook, X_OK) < 0)
-                return prepare_parsed(manager, xml, options, done, userdata, ret_error);
+                return prepare_storage_then_parsed(manager, xml, options, done, userdata, ret_error);
 
         req = calloc(1, sizeof(*req));
         if (!req)
@@ -1294,6 +1440,8 @@ int migration_finish_incoming(Migration *m, bool success, MigrationDone done, vo
                 return -ENOMEM;
         *req = (FinishRequest) { .migration = m, .done = done, .userdata = userdata };
         domain_end_migration(d);
+        if (m->storage)
+                storage_destination_finish(m);
         r = domain_run_after_migration(d, m->options.paused, REASON_MIGRATED, on_incoming_running, req);
         if (r < 0) {
                 free(req);

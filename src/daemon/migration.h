@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #pragma once
 
+#include <errno.h>
 #include <json-glib/json-glib.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -55,6 +56,22 @@ typedef struct MigrationStats {
         unsigned cpu_throttle_percent;  /* auto-converge: the last throttle QEMU applied */
 } MigrationStats;
 
+/* copy_storage: libvirt's VIR_MIGRATE_NON_SHARED_DISK (all) and _INC (inc). */
+typedef enum MigrationCopyStorage {
+        MIGRATION_COPY_STORAGE_NONE,
+        MIGRATION_COPY_STORAGE_ALL,    /* blockdev-mirror sync=full */
+        MIGRATION_COPY_STORAGE_INC,    /* sync=top: the destination has the backing chain */
+        _MIGRATION_COPY_STORAGE_MAX,
+        _MIGRATION_COPY_STORAGE_INVALID = -EINVAL,
+} MigrationCopyStorage;
+
+typedef struct MigrationDiskSize {
+        char *target;              /* "vda" */
+        uint64_t size;             /* virtual size in bytes */
+} MigrationDiskSize;
+
+typedef struct MigrationStorage MigrationStorage;
+
 typedef struct MigrationOptions {
         char *hypervisor_uri;      /* NULL: the destination picks */
         uint64_t max_bandwidth;    /* bytes/s; 0 = unlimited */
@@ -76,6 +93,13 @@ typedef struct MigrationOptions {
                                     * (VIR_MIGRATE_PARAM_LISTEN_ADDRESS) */
         uint64_t suspend_timeout_usec; /* source: pause the guest if Perform lasts longer (virsh
                                     * migrate --timeout); 0 = never */
+        MigrationCopyStorage copy_storage; /* copy the disks over NBD (migration-storage.c) */
+        char **disks;              /* source: the targets to copy; NULL = every writable, unshared disk */
+        char *disks_uri;           /* where the destination's NBD server listens (tcp:// or unix://);
+                                    * NULL = the hypervisor URI's host, a port from the range */
+        MigrationDiskSize *disk_sizes; /* Prepare: the copied disks and their virtual sizes (from the source) */
+        size_t n_disk_sizes;
+        char **storage_created;    /* destination, internal: images Prepare created (removed on failure) */
         bool postcopy;             /* both: post-copy armed (QEMU's postcopy-ram); StartPostCopy
                                     * switches (VIR_MIGRATE_POSTCOPY) */
         uint64_t postcopy_bandwidth; /* source: bytes/s in the post-copy phase; 0 = unlimited */
@@ -142,6 +166,7 @@ typedef struct Migration {
         bool qemu_completed;       /* QEMU has the whole stream */
         sd_bus_message *pending_finish; /* Finish came before that */
 
+        MigrationStorage *storage; /* copy_storage: the disks' side of the job (both directions) */
         /* post-copy (migration-postcopy.c) */
         MigrationPostcopy postcopy;
         bool postcopy_requested;   /* source: StartPostCopy came; sent to QEMU once it migrates */

@@ -5,6 +5,7 @@
  *   ferry-guest-check [--fill SIZE] [--dirty SIZE] [--seed N] [--dump-base ADDR]
  *                     [--max-report N] DUMP
  *   ferry-guest-check --compare [--max-report N] A B
+ *   ferry-guest-check --disk [--seed N] [--max-report N] IMAGE
  *
  * Exit: 0 the dump checks (or the two are identical), 1 it does not, 2 usage or I/O error. */
 #include <elf.h>
@@ -401,17 +402,82 @@ static int compare_dumps(const char *a_path, const char *b_path, uint64_t dump_b
         return 0;
 }
 
+/* A raw image of the guest's disk: every 4 KiB block holds one generation of its own content,
+ * and the generations form the rewrite staircase: blocks [0, c) at G, [c, n) at G - 1. */
+static int check_disk(const char *path, const uint64_t *want_seed)
+{
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        struct stat st;
+        if (fd < 0 || fstat(fd, &st) < 0)
+                die("%s: %s", path, strerror(errno));
+        if (st.st_size < (off_t)FERRY_DISK_BLOCK || st.st_size % FERRY_DISK_BLOCK)
+                die("%s: not a whole number of 4 KiB blocks", path);
+        const uint32_t *map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (map == MAP_FAILED)
+                die("%s: mmap: %s", path, strerror(errno));
+        close(fd);
+        uint32_t n = (uint32_t)(st.st_size / FERRY_DISK_BLOCK);
+        uint32_t seed = want_seed ? (uint32_t)*want_seed : map[FERRY_H_SEED];
+        uint32_t max_gen = 0, boundaries = 0, blocks = map[FERRY_H_PAGES];
+        if (blocks == 0 || blocks > n)
+                blocks = n;
+        for (uint32_t i = 0; i < blocks; i++) {
+                const uint32_t *w = map + (size_t)i * FERRY_PAGE_WORDS;
+                uint32_t addr = ferry_disk_addr(i), g = w[FERRY_H_GEN];
+                if (w[FERRY_H_MAGIC] != FERRY_DISK_MAGIC || w[FERRY_H_STATE] != FERRY_STATE_DONE ||
+                    w[FERRY_H_INDEX] != i || w[FERRY_H_ADDR] != addr || w[FERRY_H_SEED] != seed ||
+                    w[FERRY_H_PAGES] != blocks) {
+                        if (++bad_pages <= max_report)
+                                printf("BAD block=%" PRIu32 " header (magic 0x%08" PRIx32 " index %" PRIu32 ")\n",
+                                       i, w[FERRY_H_MAGIC], w[FERRY_H_INDEX]);
+                        continue;
+                }
+                uint32_t x = ferry_body_start(addr, g, seed);
+                for (uint32_t k = FERRY_HDR_WORDS; k < FERRY_PAGE_WORDS; k++) {
+                        x = ferry_next(x);
+                        if (w[k] != x) {
+                                if (++bad_pages <= max_report)
+                                        printf("BAD block=%" PRIu32 " body word %" PRIu32 " (gen %" PRIu32 ")\n", i, k, g);
+                                break;
+                        }
+                }
+                if (g > max_gen)
+                        max_gen = g;
+                if (i > 0 && g != map[(size_t)(i - 1) * FERRY_PAGE_WORDS + FERRY_H_GEN])
+                        boundaries++;
+        }
+        /* The staircase: at most one step, of one generation, downwards. */
+        for (uint32_t i = 0; i < blocks && bad_pages == 0; i++) {
+                uint32_t g = map[(size_t)i * FERRY_PAGE_WORDS + FERRY_H_GEN];
+                if (g != max_gen && g + 1 != max_gen) {
+                        bad_pages++;
+                        printf("BAD block=%" PRIu32 " stale: gen %" PRIu32 ", max-gen %" PRIu32 "\n", i, g, max_gen);
+                }
+        }
+        if (bad_pages == 0 && boundaries > 1) {
+                bad_pages++;
+                printf("BAD generations change %" PRIu32 " times (a lost write)\n", boundaries);
+        }
+        if (bad_pages) {
+                printf("FAIL bad=%u blocks=%" PRIu32 " max-gen=%" PRIu32 "\n", bad_pages, blocks, max_gen);
+                return 1;
+        }
+        printf("OK disk blocks=%" PRIu32 " max-gen=%" PRIu32 " seed=%" PRIu32 "\n", blocks, max_gen, seed);
+        return 0;
+}
+
 static void usage(FILE *f)
 {
         fprintf(f,
                 "usage: ferry-guest-check [--fill SIZE] [--dirty SIZE] [--seed N]\n"
                 "                         [--dump-base ADDR] [--max-report N] DUMP\n"
                 "       ferry-guest-check --compare [--max-report N] A B\n"
+                "       ferry-guest-check --disk [--seed N] [--max-report N] IMAGE\n"
                 "Checks every page ferry-test-guest filled in a dump of guest physical memory\n"
                 "(raw from address 0, as QMP pmemsave val=0 writes it, or ELF from\n"
                 "dump-guest-memory). Without --fill/--dirty/--seed they are read from the first\n"
                 "page at 0x%x. Sizes take K, M, G suffixes. --compare: the two dumps must\n"
-                "be identical. Exit 0 OK, 1 bad, 2 usage or I/O error.\n",
+                "be identical. --disk: a raw image of the guest's disk must check.\nExit 0 OK, 1 bad, 2 usage or I/O error.\n",
                 FERRY_FILL_BASE);
 }
 
@@ -424,11 +490,12 @@ int main(int argc, char **argv)
                 { "dump-base", required_argument, NULL, 'b' },
                 { "max-report", required_argument, NULL, 'm' },
                 { "compare", no_argument, NULL, 'c' },
+                { "disk", no_argument, NULL, 'D' },
                 { "help", no_argument, NULL, 'h' },
                 { NULL, 0, NULL, 0 },
         };
         uint64_t fill, dirty, seed, dump_base = 0, v;
-        bool have_fill = false, have_dirty = false, have_seed = false, compare = false;
+        bool have_fill = false, have_dirty = false, have_seed = false, compare = false, disk = false;
         int o;
         while ((o = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
                 switch (o) {
@@ -459,6 +526,9 @@ int main(int argc, char **argv)
                 case 'c':
                         compare = true;
                         break;
+                case 'D':
+                        disk = true;
+                        break;
                 case 'h':
                         usage(stdout);
                         return 0;
@@ -466,6 +536,13 @@ int main(int argc, char **argv)
                         usage(stderr);
                         return 2;
                 }
+        }
+        if (disk) {
+                if (argc - optind != 1 || compare || have_fill || have_dirty) {
+                        usage(stderr);
+                        return 2;
+                }
+                return check_disk(argv[optind], have_seed ? &seed : NULL);
         }
         if (compare) {
                 if (argc - optind != 2 || have_fill || have_dirty || have_seed) {

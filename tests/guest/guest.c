@@ -66,6 +66,26 @@ static inline uint8_t inb(uint16_t port)
         __asm__ __volatile__("inb %1, %0" : "=a"(v) : "Nd"(port));
         return v;
 }
+static inline void outw(uint16_t port, uint16_t v)
+{
+        __asm__ __volatile__("outw %0, %1" : : "a"(v), "Nd"(port));
+}
+static inline uint16_t inw(uint16_t port)
+{
+        uint16_t v;
+        __asm__ __volatile__("inw %1, %0" : "=a"(v) : "Nd"(port));
+        return v;
+}
+static inline void outl(uint16_t port, uint32_t v)
+{
+        __asm__ __volatile__("outl %0, %1" : : "a"(v), "Nd"(port));
+}
+static inline uint32_t inl(uint16_t port)
+{
+        uint32_t v;
+        __asm__ __volatile__("inl %1, %0" : "=a"(v) : "Nd"(port));
+        return v;
+}
 static inline uint64_t rdtsc(void)
 {
         uint32_t lo, hi;
@@ -162,7 +182,8 @@ static struct {
         uint32_t recheck;  /* verify each working-set page before rewriting it */
         uint32_t alive_ms; /* interval between ALIVE lines */
         uint32_t bulk;     /* fill all other RAM with non-zero data, for throughput benchmarks */
-} opt = { 8u << 20, 1u << 20, 1, 0, 1, 1, 1000, 0 };
+        uint64_t disk_rate; /* bytes per second rewritten on the disk, if there is one; 0: leave it alone */
+} opt = { 8u << 20, 1u << 20, 1, 0, 1, 1, 1000, 0, 256u << 10 };
 
 static char cmdline[1024];
 
@@ -276,6 +297,8 @@ static void parse_cmdline(void)
                         opt.alive_ms = (uint32_t)v;
                 else if (streq_n(tok, "bulk", klen) && v <= 1)
                         opt.bulk = (uint32_t)v;
+                else if (streq_n(tok, "disk-rate", klen))
+                        opt.disk_rate = v;
                 else
                         fatal("unknown option or value out of range", tok, len);
         }
@@ -463,6 +486,165 @@ static uint64_t bulk_fill_all(const struct multiboot_info *mbi, uint32_t fill_en
         return done;
 }
 
+/* ---- the disk: the first legacy virtio-blk PCI device, polled, one request at a time ----
+ * Its queue and buffers live between the kernel and the fill (below 2 MiB), in RAM that is
+ * migrated like the rest. */
+#define VQ_BASE 0x1c0000u          /* up to 64 KiB: a queue of up to 1024 entries */
+#define VQ_HDR 0x1e0000u           /* request header, 16 bytes */
+#define VQ_STATUS 0x1e0100u        /* status byte */
+#define VQ_BUF 0x1e1000u           /* one block */
+#define VIRTIO_PCI_QUEUE_PFN 0x08
+#define VIRTIO_PCI_QUEUE_NUM 0x0c
+#define VIRTIO_PCI_QUEUE_SEL 0x0e
+#define VIRTIO_PCI_QUEUE_NOTIFY 0x10
+#define VIRTIO_PCI_STATUS 0x12
+#define VIRTIO_PCI_CONFIG 0x14     /* without MSI-X, which we never enable */
+
+struct vring_desc {
+        uint64_t addr;
+        uint32_t len;
+        uint16_t flags;
+        uint16_t next;
+};
+
+static uint16_t vio_base, vq_num, vq_last_used;
+static volatile struct vring_desc *vq_desc;
+static volatile uint16_t *vq_avail, *vq_used;
+static uint32_t disk_blocks;
+
+static uint32_t pci_read(uint32_t dev, uint32_t reg)
+{
+        outl(0xcf8, 0x80000000u | dev << 11 | (reg & 0xfc));
+        return inl(0xcfc);
+}
+
+static void pci_write(uint32_t dev, uint32_t reg, uint32_t v)
+{
+        outl(0xcf8, 0x80000000u | dev << 11 | (reg & 0xfc));
+        outl(0xcfc, v);
+}
+
+/* Finds and sets up the disk; 0 when there is none (or it cannot be used). */
+static int disk_init(void)
+{
+        uint32_t dev = 32;
+        for (uint32_t i = 0; i < 32; i++)
+                if (pci_read(i, 0) == 0x10011af4u) { /* Red Hat, legacy virtio-blk */
+                        dev = i;
+                        break;
+                }
+        if (dev == 32)
+                return 0;
+        uint32_t bar = pci_read(dev, 0x10);
+        if (!(bar & 1))
+                return 0;
+        vio_base = (uint16_t)(bar & ~3u);
+        pci_write(dev, 0x04, pci_read(dev, 0x04) | 0x5); /* I/O space, bus master */
+        outb(vio_base + VIRTIO_PCI_STATUS, 0);
+        outb(vio_base + VIRTIO_PCI_STATUS, 1 | 2);      /* ACKNOWLEDGE, DRIVER; no features */
+        outw(vio_base + VIRTIO_PCI_QUEUE_SEL, 0);
+        vq_num = inw(vio_base + VIRTIO_PCI_QUEUE_NUM);
+        if (vq_num == 0 || vq_num > 1024)
+                return 0;
+        memset((void *)(uintptr_t)VQ_BASE, 0, 0x10000);
+        vq_desc = (volatile struct vring_desc *)(uintptr_t)VQ_BASE;
+        vq_avail = (volatile uint16_t *)(uintptr_t)(VQ_BASE + 16u * vq_num);
+        uint32_t used = (VQ_BASE + 16u * vq_num + 6u + 2u * vq_num + 4095u) & ~4095u;
+        vq_used = (volatile uint16_t *)(uintptr_t)used;
+        outl(vio_base + VIRTIO_PCI_QUEUE_PFN, VQ_BASE >> 12);
+        outb(vio_base + VIRTIO_PCI_STATUS, 1 | 2 | 4);  /* DRIVER_OK */
+        uint32_t sectors = inl(vio_base + VIRTIO_PCI_CONFIG);
+        if (inl(vio_base + VIRTIO_PCI_CONFIG + 4))
+                sectors = 0xfffffff8u; /* over 2 TiB: more than we ever use */
+        disk_blocks = sectors / (FERRY_DISK_BLOCK / 512);
+        return disk_blocks > 0;
+}
+
+/* One request on block index, reading (write=0) or writing VQ_BUF; 0 when the device says OK. */
+static int disk_io(uint32_t index, int write)
+{
+        volatile uint32_t *hdr = (volatile uint32_t *)(uintptr_t)VQ_HDR;
+        volatile uint8_t *status = (volatile uint8_t *)(uintptr_t)VQ_STATUS;
+        uint64_t sector = (uint64_t)index * (FERRY_DISK_BLOCK / 512);
+
+        hdr[0] = write ? 1 : 0; /* VIRTIO_BLK_T_OUT / _IN */
+        hdr[1] = 0;
+        hdr[2] = (uint32_t)sector;
+        hdr[3] = (uint32_t)(sector >> 32);
+        *status = 0xff;
+        vq_desc[0] = (struct vring_desc){ VQ_HDR, 16, 1, 1 };                       /* NEXT */
+        vq_desc[1] = (struct vring_desc){ VQ_BUF, FERRY_DISK_BLOCK, (uint16_t)(write ? 1 : 1 | 2), 2 };
+        vq_desc[2] = (struct vring_desc){ VQ_STATUS, 1, 2, 0 };                     /* WRITE */
+        uint16_t idx = vq_avail[1];
+        vq_avail[2 + idx % vq_num] = 0;
+        barrier();
+        vq_avail[1] = (uint16_t)(idx + 1);
+        barrier();
+        outw(vio_base + VIRTIO_PCI_QUEUE_NOTIFY, 0);
+        while (vq_used[1] == vq_last_used)
+                cpu_relax();
+        vq_last_used++;
+        barrier();
+        return *status == 0 ? 0 : -1;
+}
+
+static void disk_write_block(uint32_t index, uint32_t g)
+{
+        uint32_t *w = (uint32_t *)(uintptr_t)VQ_BUF;
+        uint32_t addr = ferry_disk_addr(index);
+        w[FERRY_H_MAGIC] = FERRY_DISK_MAGIC;
+        w[FERRY_H_STATE] = FERRY_STATE_DONE;
+        w[FERRY_H_GEN] = g;
+        w[FERRY_H_INDEX] = index;
+        w[FERRY_H_ADDR] = addr;
+        w[FERRY_H_SEED] = opt.seed;
+        w[FERRY_H_PAGES] = disk_blocks;
+        w[FERRY_H_DIRTY] = 0;
+        uint32_t x = ferry_body_start(addr, g, opt.seed);
+        for (uint32_t k = FERRY_HDR_WORDS; k < FERRY_PAGE_WORDS; k++) {
+                x = ferry_next(x);
+                w[k] = x;
+        }
+        if (disk_io(index, 1) < 0)
+                fatal("disk write failed", NULL, 0);
+}
+
+static uint32_t disk_corrupt;
+
+static void disk_report(uint32_t index, const char *reason, uint32_t got, uint32_t want)
+{
+        corrupt_count++;
+        if (++disk_corrupt > MAX_CORRUPT_LINES)
+                return;
+        puts_serial("CORRUPT disk");
+        put_kv("block", index);
+        puts_serial(" reason=");
+        puts_serial(reason);
+        put_kv("got", got);
+        put_kv("want", want);
+        puts_serial("\n");
+}
+
+/* Reads block index back: it must hold exactly generation want (what this guest wrote last). */
+static void disk_verify_block(uint32_t index, uint32_t want)
+{
+        const uint32_t *w = (const uint32_t *)(uintptr_t)VQ_BUF;
+        if (disk_io(index, 0) < 0)
+                return disk_report(index, "io", 0, 0);
+        if (w[FERRY_H_MAGIC] != FERRY_DISK_MAGIC)
+                return disk_report(index, "magic", w[FERRY_H_MAGIC], FERRY_DISK_MAGIC);
+        if (w[FERRY_H_INDEX] != index)
+                return disk_report(index, "index", w[FERRY_H_INDEX], index);
+        if (w[FERRY_H_GEN] != want)
+                return disk_report(index, want > w[FERRY_H_GEN] ? "stale-gen" : "gen", w[FERRY_H_GEN], want);
+        uint32_t x = ferry_body_start(ferry_disk_addr(index), want, opt.seed);
+        for (uint32_t k = FERRY_HDR_WORDS; k < FERRY_PAGE_WORDS; k++) {
+                x = ferry_next(x);
+                if (w[k] != x)
+                        return disk_report(index, "body-word", k, x);
+        }
+}
+
 /* The dirtying loop's state. gen: the generation being written; dirty pages [0, cursor)
  * hold gen, the rest of the working set gen - 1, pages past the working set 0. */
 static uint32_t gen = 1, cursor, vcursor;
@@ -530,6 +712,16 @@ void guest_main(uint32_t magic, const struct multiboot_info *mbi)
         uint64_t t0 = rdtsc();
         for (uint32_t i = 0; i < n_pages; i++)
                 write_page(i, 0);
+        int disk = opt.disk_rate && disk_init();
+        if (disk) {
+                /* The whole disk at generation 0, then rewritten block by block forever. */
+                for (uint32_t i = 0; i < disk_blocks; i++)
+                        disk_write_block(i, 0);
+                puts_serial("DISK");
+                put_kv("blocks", disk_blocks);
+                put_kv("queue", vq_num);
+                puts_serial("\n");
+        }
         uint64_t t1 = rdtsc();
         puts_serial("READY");
         put_kv("pages", n_pages);
@@ -550,6 +742,10 @@ void guest_main(uint32_t magic, const struct multiboot_info *mbi)
         if (opt.rate)
                 page_ticks = div64((uint64_t)khz * 1000 * FERRY_PAGE_SIZE,
                                    opt.rate > UINT32_MAX ? UINT32_MAX : (uint32_t)opt.rate, NULL);
+        uint64_t disk_ticks = disk ? div64((uint64_t)khz * 1000 * FERRY_DISK_BLOCK,
+                                           opt.disk_rate > UINT32_MAX ? UINT32_MAX : (uint32_t)opt.disk_rate, NULL) : 0;
+        uint32_t disk_gen = 1, disk_cursor = 0;
+        uint64_t disk_written = 0, disk_next = rdtsc();
         uint64_t start = rdtsc(), paced = 0; /* pages dirtied since start */
         last_alive = start;
         for (;;) {
@@ -582,6 +778,20 @@ void guest_main(uint32_t magic, const struct multiboot_info *mbi)
                 }
                 for (uint32_t v = 0; v < opt.verify && n_pages; v++)
                         verify_next();
+                if (disk && now >= disk_next) {
+                        /* The block must still hold the last pass's generation (a lost disk
+                         * write shows here), then it gets this pass's. */
+                        disk_verify_block(disk_cursor, disk_gen - 1);
+                        disk_write_block(disk_cursor, disk_gen);
+                        disk_written++;
+                        if (++disk_cursor == disk_blocks) {
+                                disk_cursor = 0;
+                                disk_gen++;
+                        }
+                        disk_next += disk_ticks;
+                        if (now > disk_next + alive_ticks)
+                                disk_next = now; /* long stall (paused?): no burst after it */
+                }
                 if (now - last_alive >= alive_ticks) {
                         last_alive = now;
                         puts_serial("ALIVE");
@@ -589,6 +799,10 @@ void guest_main(uint32_t magic, const struct multiboot_info *mbi)
                         put_kv("dirtied", dirtied);
                         put_kv("verified", verified);
                         put_kv("corrupt", corrupt_count);
+                        if (disk) {
+                                put_kv("disk-gen", disk_gen);
+                                put_kv("disk-written", disk_written);
+                        }
                         puts_serial("\n");
                 }
         }

@@ -64,4 +64,16 @@ static inline uint32_t ferry_next(uint32_t x)
         return x;
 }
 
+/* Disk blocks (the guest's virtio-blk disk, if it has one): 4 KiB blocks of the same layout,
+ * header words with their own magic, word 4 holding ferry_disk_addr(index) (what the body is
+ * made from, so that no block looks like a RAM page), word 6 the number of blocks, word 7 0.
+ * Each block is written whole by one request, so a block is always of a single generation. */
+#define FERRY_DISK_MAGIC 0x44595246u    /* bytes "FRYD" */
+#define FERRY_DISK_BLOCK 4096u
+
+static inline uint32_t ferry_disk_addr(uint32_t index)
+{
+        return 0x80000000u | index;
+}
+
 #endif
