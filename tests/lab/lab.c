@@ -242,6 +242,11 @@ void lab_assert_introspection_matches(const char *host, const char *path, const 
 int lab_run(const char *name, const char *const *hosts) {
         int ret;
 
+        if (!lab_available()) {
+                /* TAP's "skip all": meson reports the program as skipped, not passed. */
+                g_print("1..0 # SKIP lab tests need root\n");
+                return 0;
+        }
         lab_up(name, hosts);
         for (const char *const *h = hosts; *h; h++) {
                 g_auto(LabResult) r = {};

@@ -24,7 +24,8 @@ void lab_up(const char *lab_name, const char *const *hosts);
 void lab_down(void);
 
 /* What every lab test's main does after adding its cases: boot the hosts (with
- * /run/ferry-test made in each, for guests' serial logs), run the cases, tear down. */
+ * /run/ferry-test made in each, for guests' serial logs), run the cases, tear down. Without
+ * root, skips them all (TAP "1..0 # SKIP"). */
 int lab_run(const char *lab_name, const char *const *hosts);
 
 /* Runs argv (NULL-terminated) inside host; user NULL means root. */
