@@ -283,19 +283,17 @@ static int method_set_autostart(sd_bus_message *msg, void *userdata, sd_bus_erro
         return sd_bus_reply_method_return(msg, NULL);
 }
 
-static int method_migrate(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
-        _cleanup_(migration_options_done) MigrationOptions options = {};
-        g_autofree char *why = NULL;
-        const char *uri;
-        Domain *d = userdata;
-        Migration *mig;
+/* The common part of Migrate and MigrateBegin: (s destination_uri, a{sv} options, t flags),
+ * validated and authorized. > 0: go on; otherwise the handler returns it. */
+static int read_migrate_call(sd_bus_message *msg, Domain *d, const char **ret_uri, MigrationOptions *options,
+                             sd_bus_error *error) {
         uint64_t flags;
         int r;
 
-        r = sd_bus_message_read(msg, "s", &uri);
+        r = sd_bus_message_read(msg, "s", ret_uri);
         if (r < 0)
                 return r;
-        r = migration_options_read(msg, &options, error);
+        r = migration_options_read(msg, options, error);
         if (r < 0)
                 return r;
         r = sd_bus_message_read(msg, "t", &flags);
@@ -304,10 +302,24 @@ static int method_migrate(sd_bus_message *msg, void *userdata, sd_bus_error *err
         if (flags != 0)
                 return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Unknown flags 0x%" PRIx64 ".", flags);
         const char *details[] = { "domain_name", d->def->name, "domain_uuid", d->uuid_string,
-                                  "destination", uri, NULL };
+                                  "destination", *ret_uri, NULL };
         r = polkit_verify(d->manager->polkit, msg, FERRY_ACTION_MIGRATE, details, error);
         if (r <= 0)
-                return r < 0 ? r : 1;
+                return r < 0 ? r : 0;
+        return 1;
+}
+
+static int method_migrate(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
+        _cleanup_(migration_options_done) MigrationOptions options = {};
+        g_autofree char *why = NULL;
+        const char *uri;
+        Domain *d = userdata;
+        Migration *mig;
+        int r;
+
+        r = read_migrate_call(msg, d, &uri, &options, error);
+        if (r <= 0)
+                return r < 0 ? r : 1; /* 1: polkit answers later, the call comes again */
 
         r = migration_start_outgoing(d, uri, &options, &mig, &why);
         if (r == -EINVAL)
@@ -328,25 +340,11 @@ static int method_migrate_begin(sd_bus_message *msg, void *userdata, sd_bus_erro
         const char *uri;
         Domain *d = userdata;
         Migration *mig;
-        uint64_t flags;
         int r;
 
-        r = sd_bus_message_read(msg, "s", &uri);
-        if (r < 0)
-                return r;
-        r = migration_options_read(msg, &options, error);
-        if (r < 0)
-                return r;
-        r = sd_bus_message_read(msg, "t", &flags);
-        if (r < 0)
-                return r;
-        if (flags != 0)
-                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Unknown flags 0x%" PRIx64 ".", flags);
-        const char *details[] = { "domain_name", d->def->name, "domain_uuid", d->uuid_string,
-                                  "destination", uri, NULL };
-        r = polkit_verify(d->manager->polkit, msg, FERRY_ACTION_MIGRATE, details, error);
+        r = read_migrate_call(msg, d, &uri, &options, error);
         if (r <= 0)
-                return r < 0 ? r : 1;
+                return r < 0 ? r : 1; /* 1: polkit answers later, the call comes again */
 
         /* Managed direct: the caller drives the other phases (Migration.Perform, .Confirm). */
         r = migration_begin_managed(d, uri, &options, sd_bus_message_get_sender(msg), &mig, &xml, &why);
