@@ -160,7 +160,7 @@ static void tunnel_ready(MigrationTunnel *t, int error, const char *message) {
 
 /* The helper failed: the migration fails with its words, on both sides the way a QEMU failure
  * would (the source resumes its guest, the destination throws its copy away). */
-static void tunnel_failed(MigrationTunnel *t, const char *status) {
+static void tunnel_failed(MigrationTunnel *t, const char *status, const char *result) {
         Migration *m = t->migration;
         g_autofree char *msg = NULL;
 
@@ -168,8 +168,12 @@ static void tunnel_failed(MigrationTunnel *t, const char *status) {
                 return;
         t->failed = true;
         t->failure = strdup(status ?: "failed");
-        msg = g_strdup_printf("the tunnel helper %s %s", t->unit,
-                              status && *status ? status : "failed without saying why");
+        if (status && g_str_has_prefix(status, "failed:"))
+                msg = g_strdup_printf("the tunnel helper %s %s", t->unit, status);
+        else
+                /* Killed, or gone without a word: what systemd saw, and its last status. */
+                msg = g_strdup_printf("the tunnel helper %s ended unexpectedly (%s; last status: %s)", t->unit,
+                                      result && *result ? result : "failed", status && *status ? status : "none");
         if (t->ready_cb) {
                 tunnel_ready(t, -EIO, msg);
                 return;
@@ -199,7 +203,7 @@ static void on_unit_state(void *userdata, const char *active_state, const char *
         if (strcmp(active_state, "failed") == 0 ||
             (strcmp(active_state, "inactive") == 0 && t->ready && !t->ended &&
              (!status_text || strncmp(status_text, "done:", 5) != 0)))
-                tunnel_failed(t, status_text);
+                tunnel_failed(t, status_text, result);
 }
 
 static void on_unit_started(void *userdata, int error, const char *message) {
@@ -208,8 +212,7 @@ static void on_unit_started(void *userdata, int error, const char *message) {
         t->job = unit_job_free(t->job);
         if (error < 0) {
                 /* Failed before READY=1: the status it sent (if any) says why. */
-                g_autofree char *why = g_strdup_printf("%s (%s)", message ?: "cannot start", t->unit);
-                tunnel_failed(t, why);
+                tunnel_failed(t, NULL, message ?: "cannot start");
                 return;
         }
         t->ready = true;

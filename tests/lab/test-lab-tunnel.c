@@ -191,6 +191,8 @@ static void test_helper_killed(void) {
                 "busctl get-property org.ferry.Ferry1 %s org.ferry.Ferry1.Migration ErrorMessage", job);
         lab_sh("b", NULL, msg, &r);
         g_test_message("error: %s", r.out);
+        g_assert_nonnull(strstr(r.out, "ferry-transport-"));
+        g_assert_nonnull(strstr(r.out, "ended unexpectedly (signal"));
         assert_stayed("b", "a", "tun1");
         lab_guest_assert_intact("b", "tun1", 3, true);
         assert_no_transport_units();
