@@ -27,6 +27,7 @@ struct MigrationTunnel {
         char *unit;            /* ferry-transport-<id>.service */
         char *token_path;      /* 0600, root's, under /run/ferry/transport */
         char *address;         /* destination: what the source connects to */
+        char *socket_path;     /* QEMU's side: the incoming QEMU's socket or the source helper's */
         UnitJob *job;
         UnitWatch *watch;
         TunnelReady ready_cb;
@@ -146,6 +147,7 @@ MigrationTunnel *tunnel_free(MigrationTunnel *t) {
         free(t->token_path);
         free(t->unit);
         free(t->address);
+        free(t->socket_path);
         free(t->failure);
         return mfree(t);
 }
@@ -296,7 +298,8 @@ int tunnel_start_destination(Migration *m, const char *domain_uuid, TunnelReady 
         t->address = g_strdup_printf(TUNNEL_SCHEME "%s:%u", m->manager->hostname, port);
         g_ptr_array_add(argv, g_strdup(FERRY_LIBEXECDIR "/ferry-transport"));
         g_ptr_array_add(argv, g_strdup("--destination"));
-        g_ptr_array_add(argv, g_strdup_printf("--qemu-socket=%s", incoming + strlen("unix:")));
+        t->socket_path = g_strdup(incoming + strlen("unix:"));
+        g_ptr_array_add(argv, g_strdup_printf("--qemu-socket=%s", t->socket_path));
         g_ptr_array_add(argv, g_strdup_printf("--listen=0.0.0.0:%u", port));
         return start_helper(t, argv);
 }
@@ -335,7 +338,8 @@ int tunnel_start_source(Migration *m, const char *address, TunnelReady ready, ch
         m->hypervisor_uri = g_strdup_printf("unix:%s/%u.sock", dir, m->id);
         g_ptr_array_add(argv, g_strdup(FERRY_LIBEXECDIR "/ferry-transport"));
         g_ptr_array_add(argv, g_strdup("--source"));
-        g_ptr_array_add(argv, g_strdup_printf("--qemu-socket=%s", m->hypervisor_uri + strlen("unix:")));
+        t->socket_path = g_strdup(m->hypervisor_uri + strlen("unix:"));
+        g_ptr_array_add(argv, g_strdup_printf("--qemu-socket=%s", t->socket_path));
         g_ptr_array_add(argv, g_strdup_printf("--peer=%s", peer));
         return start_helper(t, argv);
 }
@@ -371,6 +375,10 @@ void tunnel_end(Migration *m) {
                 (void) unlink(t->token_path);
                 t->token_path = mfree(t->token_path);
         }
+        /* Every stream is connected or the migration is over: the listening socket has done
+         * its work (QEMU leaves its incoming one behind). */
+        if (t->socket_path)
+                (void) unlink(t->socket_path);
         if (!t->unit)
                 return;
         /* Stopped whether or not it still runs (a helper that ended is already gone; systemd

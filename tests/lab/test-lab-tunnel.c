@@ -45,10 +45,12 @@ static void set_plaintext_allowed(const char *host, bool on) {
         g_assert_cmpint(r.status, ==, 0);
 }
 
-/* No helper unit on either host, in any state (CollectMode=inactive-or-failed). */
+/* No helper unit on either host, in any state (CollectMode=inactive-or-failed), and no token
+ * file or socket left in /run/ferry/transport. */
 static void assert_no_transport_units(void) {
         static const char *const check =
-                "! systemctl list-units --all --no-legend 'ferry-transport-*' | grep -q ferry-transport";
+                "! systemctl list-units --all --no-legend 'ferry-transport-*' | grep -q ferry-transport && "
+                "test -z \"$(ls -A /run/ferry/transport 2>/dev/null)\"";
         g_assert_true(lab_wait_for("a", check, 30000));
         g_assert_true(lab_wait_for("b", check, 30000));
 }
