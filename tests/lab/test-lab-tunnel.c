@@ -200,6 +200,33 @@ static void test_helper_killed(void) {
         assert_no_transport_units();
 }
 
+static void test_cancel(void) {
+        g_auto(LabResult) r = {};
+        const char *lookup[] = { "busctl", "call", "org.ferry.Ferry1", "/org/ferry/Ferry1", "org.ferry.Ferry1.Manager",
+                                 "GetDomainByName", "s", "tun1", NULL };
+        g_autofree char *domain = lab_busctl_path("b", lookup);
+        const char *migrate[] = { "busctl", "call", "org.ferry.Ferry1", domain, "org.ferry.Ferry1.Domain", "Migrate",
+                                  "sa{sv}t", TO_A, "2", "max_bandwidth", "t", "1048576", "tunnelled", "b", "true", "0",
+                                  NULL };
+        g_autofree char *job = lab_busctl_path("b", migrate);
+        g_autofree char *relaying = g_strdup_printf(
+                "busctl get-property org.ferry.Ferry1 %s org.ferry.Ferry1.Migration Phase | grep -q perform && "
+                "systemctl show -P StatusText 'ferry-transport-*.service' | grep -q '^relaying'", job);
+        g_autofree char *cancelled = g_strdup_printf(
+                "busctl get-property org.ferry.Ferry1 %s org.ferry.Ferry1.Migration State | grep -q cancelled", job);
+
+        /* Cancel while both helpers carry the stream: they go with the migration. */
+        g_assert_true(lab_wait_for("b", relaying, 60000));
+        g_assert_true(lab_wait_for("a", "systemctl -q is-active 'ferry-transport-*.service'", 10000));
+        const char *cancel[] = { "busctl", "call", "org.ferry.Ferry1", job, "org.ferry.Ferry1.Migration", "Cancel", NULL };
+        lab_exec("b", NULL, cancel, &r);
+        g_assert_cmpint(r.status, ==, 0);
+        g_assert_true(lab_wait_for("b", cancelled, 30000));
+        assert_stayed("b", "a", "tun1");
+        lab_guest_assert_intact("b", "tun1", 3, true);
+        assert_no_transport_units();
+}
+
 static void test_wrong_ca(void) {
         g_auto(LabResult) r = {};
         g_autofree char *dir_a = lab_host_dir("a");
@@ -249,6 +276,7 @@ int main(int argc, char *argv[]) {
         g_test_add_func("/lab/tunnel/tls-multifd", test_tls_multifd);
         g_test_add_func("/lab/tunnel/tls", test_tls);
         g_test_add_func("/lab/tunnel/helper-killed", test_helper_killed);
+        g_test_add_func("/lab/tunnel/cancel", test_cancel);
         g_test_add_func("/lab/tunnel/wrong-ca", test_wrong_ca);
 
         return lab_run("tunnel", hosts);
