@@ -14,6 +14,7 @@
 #include "log.h"
 #include "manager.h"
 #include "migration-internal.h"
+#include "migration-postcopy.h"
 #include "migration-tunnel.h"
 #include "systemd-units.h"
 
@@ -81,10 +82,6 @@ static int check_common(Manager *manager, const MigrationOptions *o, char **ret_
         if (o->hypervisor_uri || o->listen_address) {
                 *ret_error = g_strdup("a tunnelled migration takes no hypervisor URI or listen address: "
                                       "the helpers choose their sockets and port");
-                return -EINVAL;
-        }
-        if (o->postcopy) {
-                *ret_error = g_strdup("post-copy through the tunnel is not supported yet");
                 return -EINVAL;
         }
         if (o->tunnel_plaintext && !manager->config.migration_tunnel_plaintext) {
@@ -185,7 +182,13 @@ static void tunnel_failed(MigrationTunnel *t, const char *status, const char *re
         t->explain_timer = sd_event_source_disable_unref(t->explain_timer);
         if (m->direction == MIGRATION_OUTGOING)
                 source_fail(m, FERRY_ERROR_MIGRATION_FAILED, msg);
-        else {
+        else if (migration_postcopy_started(m)) {
+                /* After the switch this copy holds pages the source lacks: throw nothing away
+                 * (docs/migration.md, "When it cannot recover"); no recovery without the
+                 * helpers. */
+                m->postcopy = MIGRATION_POSTCOPY_FAILED;
+                migration_end(m, MIGRATION_FAILED, FERRY_ERROR_MIGRATION_FAILED, msg);
+        } else {
                 Domain *d = migration_domain(m);
                 if (d && d->migration == m) {
                         domain_end_migration(d);

@@ -262,6 +262,46 @@ static void test_wrong_ca(void) {
         g_assert_true(g_spawn_sync(NULL, (char **) rm, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL, NULL, NULL, NULL, NULL));
 }
 
+static char *job_property(const char *host, const char *job, const char *property) {
+        g_auto(LabResult) r = {};
+        const char *argv[] = { "busctl", "get-property", "org.ferry.Ferry1", job, "org.ferry.Ferry1.Migration",
+                               property, NULL };
+        lab_exec(host, NULL, argv, &r);
+        g_assert_cmpint(r.status, ==, 0);
+        return g_strdup(g_strstrip(r.out));
+}
+
+/* Post-copy through the tunnel: the destination's page requests go back through stream 0. */
+static void test_postcopy(void) {
+        g_auto(LabResult) r = {};
+        const char *lookup[] = { "busctl", "call", "org.ferry.Ferry1", "/org/ferry/Ferry1", "org.ferry.Ferry1.Manager",
+                                 "GetDomainByName", "s", "tun1", NULL };
+        g_autofree char *domain = lab_busctl_path("b", lookup);
+        /* 4 MiB/s: the pre-copy pass is far from done when we switch. */
+        const char *migrate[] = { "busctl", "call", "org.ferry.Ferry1", domain, "org.ferry.Ferry1.Domain", "Migrate",
+                                  "sa{sv}t", TO_A, "3", "max_bandwidth", "t", "4194304", "tunnelled", "b", "true",
+                                  "postcopy", "b", "true", "0", NULL };
+        g_autofree char *job = lab_busctl_path("b", migrate);
+        g_autofree char *in_perform = g_strdup_printf(
+                "busctl get-property org.ferry.Ferry1 %s org.ferry.Ferry1.Migration Phase | grep -q perform", job);
+        g_autofree char *completed = g_strdup_printf(
+                "busctl get-property org.ferry.Ferry1 %s org.ferry.Ferry1.Migration State | grep -q completed", job);
+
+        g_assert_true(lab_wait_for("b", in_perform, 60000));
+        const char *start[] = { "busctl", "call", "org.ferry.Ferry1", job, "org.ferry.Ferry1.Migration",
+                                "StartPostCopy", NULL };
+        lab_exec("b", NULL, start, &r);
+        g_test_message("StartPostCopy: %s", r.err);
+        g_assert_cmpint(r.status, ==, 0);
+        g_assert_true(lab_wait_for("b", completed, 300000));
+        g_autofree char *pc = job_property("b", job, "PostCopy");
+        g_assert_cmpstr(pc, ==, "s \"completed\"");
+        assert_moved("b", "a", "tun1");
+        lab_guest_assert_intact("a", "tun1", 3, true);
+        lab_guest_assert_dump_checks("a", "tun1", "tunnel-postcopy.elf");
+        assert_no_transport_units();
+}
+
 int main(int argc, char *argv[]) {
         const char *hosts[] = { "a", "b", NULL };
         g_test_init(&argc, &argv, NULL);
@@ -278,6 +318,7 @@ int main(int argc, char *argv[]) {
         g_test_add_func("/lab/tunnel/helper-killed", test_helper_killed);
         g_test_add_func("/lab/tunnel/cancel", test_cancel);
         g_test_add_func("/lab/tunnel/wrong-ca", test_wrong_ca);
+        g_test_add_func("/lab/tunnel/postcopy", test_postcopy);
 
         return lab_run("tunnel", hosts);
 }
