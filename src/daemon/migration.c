@@ -127,6 +127,7 @@ Migration *migration_free(Migration *m) {
         sd_bus_slot_unref(m->client_check);
         free(m->client);
         tunnel_free(m->tunnel);
+        free(m->tunnel_prepare);
         sd_event_source_disable_unref(m->stats_timer);
         sd_event_source_disable_unref(m->suspend_timer);
         sd_event_source_disable_unref(m->expire_timer);
@@ -1002,11 +1003,11 @@ static void on_destination_tunnel_ready(Migration *m, int error, const char *mes
 
 static void on_incoming_started(void *userdata, int error, const char *message) {
         PrepareRequest *req = userdata;
-        int r;
         Migration *m = req->migration;
         Domain *d = migration_domain(m);
         MigrationPrepared done = req->done;
         void *ud = req->userdata;
+        int r;
         free(req);
 
         if (error < 0 || !d) {
