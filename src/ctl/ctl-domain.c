@@ -209,7 +209,7 @@ void ctl_domain_help(void) {
                "  dominfo DOMAIN\n"
                "  autostart DOMAIN [--disable]   start the domain when the host boots\n\n"
                "  migrate [--p2p | --direct] [--live] [--offline] [--verbose] [--suspend] [--persistent] [--undefinesource]\n"
-               "          [--tls] [--auto-converge] [--change-protection] [--bandwidth MiB] [--max-downtime MS]\n"
+               "          [--tls] [--tunnelled [--tunnel-plaintext]] [--auto-converge] [--change-protection] [--bandwidth MiB] [--max-downtime MS]\n"
                "          [--timeout S] [--migrateuri URI] [--listen-address A] [--xml FILE] [--dname NAME]\n"
                "          [--postcopy [--postcopy-after-precopy] [--postcopy-bandwidth MiB]] [--postcopy-resume]\n"
                "          [--parallel [--parallel-connections N]]\n"

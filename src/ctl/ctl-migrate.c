@@ -99,7 +99,7 @@ typedef struct MigrateArgs {
         unsigned parallel_connections;
         bool p2p, verbose, suspend, persistent, undefine_source, offline, direct, tls, auto_converge,
              change_protection, postcopy, postcopy_after_precopy, postcopy_resume, parallel,
-             parallel_connections_set;
+             parallel_connections_set, tunnelled, tunnel_plaintext;
 } MigrateArgs;
 
 static void migrate_args_done(MigrateArgs *a) {
@@ -113,7 +113,7 @@ static int migrate_args_parse(int argc, char **argv, MigrateArgs *a) {
                O_UNDEFINE_SOURCE, O_OFFLINE, O_DIRECT, O_TLS, O_AUTO_CONVERGE, O_XML, O_DNAME, O_CHANGE_PROTECTION,
                O_LISTEN_ADDRESS, O_TIMEOUT, O_COPY_STORAGE_ALL, O_COPY_STORAGE_INC, O_MIGRATE_DISKS, O_DISKS_URI,
                O_DISKS_PORT, O_POSTCOPY, O_POSTCOPY_AFTER_PRECOPY, O_POSTCOPY_BANDWIDTH, O_POSTCOPY_RESUME, O_PARALLEL,
-               O_PARALLEL_CONNECTIONS };
+               O_PARALLEL_CONNECTIONS, O_TUNNELLED, O_TUNNEL_PLAINTEXT };
         static const struct option options[] = {
                 { "p2p", no_argument, NULL, O_P2P },
                 { "live", no_argument, NULL, O_LIVE },
@@ -127,6 +127,8 @@ static int migrate_args_parse(int argc, char **argv, MigrateArgs *a) {
                 { "offline", no_argument, NULL, O_OFFLINE },
                 { "direct", no_argument, NULL, O_DIRECT },
                 { "tls", no_argument, NULL, O_TLS },
+                { "tunnelled", no_argument, NULL, O_TUNNELLED },
+                { "tunnel-plaintext", no_argument, NULL, O_TUNNEL_PLAINTEXT },
                 { "auto-converge", no_argument, NULL, O_AUTO_CONVERGE },
                 { "xml", required_argument, NULL, O_XML },
                 { "dname", required_argument, NULL, O_DNAME },
@@ -178,6 +180,12 @@ static int migrate_args_parse(int argc, char **argv, MigrateArgs *a) {
                         break;
                 case O_TLS:
                         a->tls = true;
+                        break;
+                case O_TUNNELLED:
+                        a->tunnelled = true;
+                        break;
+                case O_TUNNEL_PLAINTEXT:
+                        a->tunnel_plaintext = true;
                         break;
                 case O_AUTO_CONVERGE:
                         a->auto_converge = true;
@@ -350,6 +358,11 @@ static int migrate_args_append(sd_bus_message *m, const MigrateArgs *a, bool pre
                 r = sd_bus_message_append(m, "{sv}", "direct", "b", 1);
         if (r >= 0 && a->tls)
                 r = sd_bus_message_append(m, "{sv}", "tls", "b", 1);
+        /* The daemon refuses them outside Domain.Migrate's peer-to-peer flow. */
+        if (r >= 0 && a->tunnelled && !prepare)
+                r = sd_bus_message_append(m, "{sv}", "tunnelled", "b", 1);
+        if (r >= 0 && a->tunnel_plaintext && !prepare)
+                r = sd_bus_message_append(m, "{sv}", "tunnel_plaintext", "b", 1);
         if (r >= 0 && a->auto_converge && !prepare)
                 r = sd_bus_message_append(m, "{sv}", "auto_converge", "b", 1);
         if (r >= 0 && a->change_protection && !prepare)

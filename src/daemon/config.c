@@ -21,6 +21,7 @@ static const KnownKey known_keys[] = {
         { "Daemon", "Hostname" },
         { "Migration", "Ports" },
         { "Migration", "ForceTLS" },
+        { "Migration", "TunnelPlaintext" },
         { "Migration", "KeepEndedSec" },
 };
 
@@ -172,6 +173,16 @@ int config_parse(Config *c, const char *text, size_t length, const char *origin)
                         return -EINVAL;
                 }
                 n.migration_force_tls = b;
+                v = mfree(v);
+        }
+
+        if (get_string(kf, "Migration", "TunnelPlaintext", &v) > 0) {
+                int b = parse_boolean(v);
+                if (b < 0) {
+                        log_error("%s: [Migration] TunnelPlaintext=%s is not a boolean (yes or no).", origin, v);
+                        return -EINVAL;
+                }
+                n.migration_tunnel_plaintext = b;
                 v = mfree(v);
         }
 

@@ -22,6 +22,7 @@ typedef struct Config {
         char *hostname;           /* name peers use to reach this host; NULL: gethostname() */
         uint16_t migration_port_min, migration_port_max; /* incoming migrations listen here */
         bool migration_force_tls; /* refuse to send or receive a migration stream without TLS */
+        bool migration_tunnel_plaintext; /* allow tunnelled migrations without TLS (both hosts must) */
         unsigned migration_keep_ended_sec; /* an ended Migration object stays readable this long */
 } Config;
 

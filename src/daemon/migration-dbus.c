@@ -117,6 +117,22 @@ int migration_options_read(sd_bus_message *msg, MigrationOptions *o, sd_bus_erro
                         int b;
                         READ_VARIANT("b", &b);
                         o->tls = b;
+                } else if (strcmp(key, "tunnelled") == 0) {
+                        int b;
+                        READ_VARIANT("b", &b);
+                        o->tunnelled = b;
+                } else if (strcmp(key, "tunnel_plaintext") == 0) {
+                        int b;
+                        READ_VARIANT("b", &b);
+                        o->tunnel_plaintext = b;
+                } else if (strcmp(key, "tunnel_token") == 0) {
+                        const char *s;
+                        READ_VARIANT("s", &s);
+                        /* Checked by the flow that uses it (only PrepareMigration does). */
+                        free(o->tunnel_token);
+                        o->tunnel_token = strdup(s);
+                        if (!o->tunnel_token)
+                                return -ENOMEM;
                 } else if (strcmp(key, "auto_converge") == 0) {
                         int b;
                         READ_VARIANT("b", &b);
@@ -532,7 +548,7 @@ static int property_get_domain(sd_bus *bus, const char *path, const char *interf
 STRING_PROPERTY(property_get_domain_name, mig->domain_name)
 STRING_PROPERTY(property_get_direction, migration_direction_to_string(mig->direction))
 STRING_PROPERTY(property_get_flow, migration_flow_to_string(mig))
-STRING_PROPERTY(property_get_transport, "native")
+STRING_PROPERTY(property_get_transport, mig->options.tunnelled ? "tunnelled" : "native")
 STRING_PROPERTY(property_get_phase, migration_phase_to_string(mig->phase))
 STRING_PROPERTY(property_get_state, migration_state_to_string(mig->state))
 STRING_PROPERTY(property_get_destination_uri, mig->destination_uri)

@@ -131,6 +131,14 @@ int peer_prepare(sd_bus *peer, const char *xml, const MigrationOptions *o, sd_bu
                 if (r < 0)
                         return r;
         }
+        /* The tunnel: the destination starts its helper with the source's token. */
+        if (o->tunnelled) {
+                r = sd_bus_message_append(m, "{sv}{sv}{sv}", "tunnelled", "b", 1,
+                                          "tunnel_plaintext", "b", o->tunnel_plaintext,
+                                          "tunnel_token", "s", strempty(o->tunnel_token));
+                if (r < 0)
+                        return r;
+        }
         if (o->parallel_connections > 0) {
                 r = sd_bus_message_append(m, "{sv}", "parallel_connections", "u", o->parallel_connections);
                 if (r < 0)

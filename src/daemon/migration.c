@@ -17,6 +17,7 @@
 #include "migration-peer.h"
 #include "migration-postcopy.h"
 #include "migration-storage.h"
+#include "migration-tunnel.h"
 #include "migration-uri.h"
 #include "migration.h"
 #include "qemu-monitor.h"
@@ -72,6 +73,7 @@ void migration_options_done(MigrationOptions *o) {
         o->n_disk_sizes = 0;
         g_strfreev(o->storage_created);
         o->storage_created = NULL;
+        o->tunnel_token = mfree(o->tunnel_token);
 }
 
 /* ---- QEMU's own TLS ---- */
@@ -134,6 +136,8 @@ Migration *migration_free(Migration *m) {
         sd_bus_track_unref(m->client_track);
         sd_bus_slot_unref(m->client_check);
         free(m->client);
+        tunnel_free(m->tunnel);
+        free(m->tunnel_prepare);
         sd_event_source_disable_unref(m->stats_timer);
         sd_event_source_disable_unref(m->suspend_timer);
         sd_event_source_disable_unref(m->expire_timer);
@@ -215,6 +219,7 @@ void migration_end(Migration *m, MigrationState state, const char *error_name, c
         storage_migration_ended(m);
         m->stats_timer = sd_event_source_disable_unref(m->stats_timer);
         m->suspend_timer = sd_event_source_disable_unref(m->suspend_timer);
+        tunnel_end(m);
         m->peer_call = sd_bus_slot_unref(m->peer_call);
         m->peer_watch = sd_bus_slot_unref(m->peer_watch);
         /* A Finish(false) on its way keeps the connection until answered: closed earlier, the
@@ -520,8 +525,10 @@ void migration_qemu_event(Migration *m, const char *status) {
                         return;
                 }
                 source_finish(m);
-        } else if (strcmp(status, "failed") == 0)
-                source_fail(m, FERRY_ERROR_MIGRATION_FAILED, "QEMU's migration failed");
+        } else if (strcmp(status, "failed") == 0) {
+                if (!tunnel_explain_qemu_failure(m))
+                        source_fail(m, FERRY_ERROR_MIGRATION_FAILED, "QEMU's migration failed");
+        }
         else if (strcmp(status, "cancelled") == 0)
                 source_fail(m, FERRY_ERROR_MIGRATION_CANCELLED, "the migration was cancelled");
 }
@@ -696,6 +703,13 @@ int outgoing_set_hypervisor_uri(Migration *m, const char *uri, char **ret_error)
         return 0;
 }
 
+static void on_source_tunnel_ready(Migration *m, int error, const char *message, const char *address) {
+        if (error < 0)
+                source_fail(m, FERRY_ERROR_MIGRATION_FAILED, message);
+        else if (m->state == MIGRATION_RUNNING)
+                source_perform(m);
+}
+
 static int on_peer_prepared(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error) {
         Migration *m = userdata;
         const sd_bus_error *e = sd_bus_message_get_error(reply);
@@ -729,6 +743,13 @@ static int on_peer_prepared(sd_bus_message *reply, void *userdata, sd_bus_error 
                 if (d && m->options.undefine_source && d->persistent && domain_undefine(d) < 0)
                         log_warning("Migration %u: cannot remove the source definition, ignoring.", m->id);
                 migration_end(m, MIGRATION_COMPLETED, NULL, NULL);
+                return 0;
+        }
+        if (m->options.tunnelled) {
+                int r = tunnel_start_source(m, uri, on_source_tunnel_ready, &why);
+                if (r < 0)
+                        source_fail(m, FERRY_ERROR_MIGRATION_FAILED,
+                                    why ?: "cannot start the tunnel helper");
                 return 0;
         }
         if (outgoing_set_hypervisor_uri(m, uri, &why) < 0) {
@@ -833,8 +854,13 @@ int outgoing_new(Domain *d, const char *destination_uri, MigrationOptions *optio
                 if (r < 0)
                         return r;
         }
-        /* Offline moves no stream: there is nothing to encrypt. */
-        if (!options->offline && !options->tls && d->manager->config.migration_force_tls) {
+        r = tunnel_check_source_options(d->manager, options, managed, ret_error);
+        if (r < 0)
+                return r;
+        /* Offline moves no stream: there is nothing to encrypt. The tunnel encrypts unless
+         * plaintext was asked for. */
+        if (!options->offline && !options->tls && !(options->tunnelled && !options->tunnel_plaintext) &&
+            d->manager->config.migration_force_tls) {
                 *ret_error = g_strdup("this host requires TLS for migrations ([Migration] ForceTLS=yes): use the tls option");
                 return -EINVAL;
         }
@@ -1054,12 +1080,35 @@ static void on_disks_served(void *userdata, int error, const char *message) {
         done(ud, m, 0, NULL, m->hypervisor_uri);
 }
 
+static void on_destination_tunnel_ready(Migration *m, int error, const char *message, const char *address) {
+        PrepareRequest *req = TAKE_PTR(m->tunnel_prepare);
+        Domain *d = migration_domain(m);
+
+        if (!req)
+                return;
+        if (error < 0) {
+                if (d && d->migration == m) {
+                        domain_end_migration(d);
+                        domain_discard_incoming(d);
+                }
+                migration_end(m, MIGRATION_FAILED, FERRY_ERROR_MIGRATION_FAILED, message);
+                req->done(req->userdata, m, error, message, NULL);
+        } else {
+                free(m->hypervisor_uri);
+                m->hypervisor_uri = strdup(address);
+                set_phase(m, MIGRATION_PHASE_PERFORM);
+                req->done(req->userdata, m, 0, NULL, address);
+        }
+        free(req);
+}
+
 static void on_incoming_started(void *userdata, int error, const char *message) {
         PrepareRequest *req = userdata;
         Migration *m = req->migration;
         Domain *d = migration_domain(m);
         MigrationPrepared done = req->done;
         void *ud = req->userdata;
+        int r;
         free(req);
 
         if (error < 0 || !d) {
@@ -1081,6 +1130,20 @@ static void on_incoming_started(void *userdata, int error, const char *message) 
                 return;
         }
         (void) domain_begin_migration(d, m);
+        if (m->options.tunnelled) {
+                /* The answer waits for the helper: the source connects to it, not to QEMU. */
+                r = tunnel_start_destination(m, d->uuid_string, on_destination_tunnel_ready);
+                if (r < 0) {
+                        domain_end_migration(d);
+                        domain_discard_incoming(d);
+                        migration_end(m, MIGRATION_FAILED, FERRY_ERROR_MIGRATION_FAILED, "cannot start the tunnel helper");
+                        done(ud, m, r, "cannot start the tunnel helper", NULL);
+                        return;
+                }
+                m->tunnel_prepare = g_memdup2(&(PrepareRequest) { .migration = m, .done = done, .userdata = ud },
+                                              sizeof(PrepareRequest));
+                return;
+        }
         set_phase(m, MIGRATION_PHASE_PERFORM);
         done(ud, m, 0, NULL, m->hypervisor_uri);
 }
@@ -1154,6 +1217,9 @@ static int prepare_parsed(Manager *manager, const char *xml, MigrationOptions *o
         r = migration_check_postcopy_options(options, false, ret_error);
         if (r < 0)
                 return r;
+        r = tunnel_check_destination_options(manager, options, ret_error);
+        if (r < 0)
+                return r;
         if (options->offline)
                 return prepare_offline(manager, &def, by_name, options, done, userdata, ret_error);
         if (options->tls) {
@@ -1163,7 +1229,16 @@ static int prepare_parsed(Manager *manager, const char *xml, MigrationOptions *o
                         return r;
         }
 
-        if (options->hypervisor_uri) {
+        if (options->tunnelled) {
+                /* QEMU listens on a UNIX socket for the helper; the helper takes the port. */
+                char uuid[37];
+                g_autofree char *uri = NULL;
+                domain_uuid_format(def->uuid, uuid);
+                uri = tunnel_incoming_uri(manager, uuid);
+                r = uri ? migration_uri_parse(uri, &listen, ret_error) : -ENOMEM;
+                if (r < 0)
+                        return r;
+        } else if (options->hypervisor_uri) {
                 r = migration_uri_parse(options->hypervisor_uri, &listen, ret_error);
                 if (r < 0)
                         return r;
@@ -1354,7 +1429,8 @@ int migration_prepare_incoming(Manager *manager, const char *xml, MigrationOptio
         r = domain_def_parse(xml, strlen(xml), &def, ret_error);
         if (r < 0)
                 return r;
-        if (!options->offline && !options->tls && manager->config.migration_force_tls) {
+        if (!options->offline && !options->tls && !(options->tunnelled && !options->tunnel_plaintext) &&
+            manager->config.migration_force_tls) {
                 *ret_error = g_strdup("this host requires TLS for incoming migrations ([Migration] ForceTLS=yes)");
                 return -EPERM;
         }

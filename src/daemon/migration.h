@@ -20,6 +20,7 @@ typedef struct Manager Manager;
 typedef struct Domain Domain;
 typedef struct QemuMonitor QemuMonitor;
 typedef struct OutgoingMigrationRecord OutgoingMigrationRecord;
+typedef struct MigrationTunnel MigrationTunnel;
 
 /* The answer to an asynchronous step: error < 0 with a message when it failed. */
 typedef void (*MigrationDone)(void *userdata, int error, const char *message);
@@ -105,6 +106,10 @@ typedef struct MigrationOptions {
         uint64_t postcopy_bandwidth; /* source: bytes/s in the post-copy phase; 0 = unlimited */
         unsigned parallel_connections; /* both: QEMU multifd with that many channels; 0 = off
                                     * (VIR_MIGRATE_PARALLEL) */
+        bool tunnelled;            /* both: the streams go through ferry-transport helpers
+                                    * (VIR_MIGRATE_TUNNELLED; migration-tunnel.c) */
+        bool tunnel_plaintext;     /* both: the tunnel without TLS, where both hosts allow it */
+        char *tunnel_token;        /* destination: the routing token the source made */
 } MigrationOptions;
 
 /* Where post-copy stands (Migration.PostCopy): armed until StartPostCopy has switched; from
@@ -178,6 +183,10 @@ typedef struct Migration {
         void (*recover_done)(void *userdata, int error, const char *message, const char *hypervisor_uri);
         void *recover_userdata;    /* the caller of Recover, answered once QEMU took it */
         sd_event_source *recover_timer; /* source: QEMU does not say when it cannot reconnect */
+
+        /* tunnelled (migration-tunnel.c): this side's helper unit */
+        MigrationTunnel *tunnel;
+        void *tunnel_prepare;      /* destination: the Prepare waiting for the helper */
 
         sd_event_source *stats_timer;
         sd_event_source *suspend_timer;  /* suspend_timeout_usec */

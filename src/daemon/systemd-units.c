@@ -158,6 +158,37 @@ static int append_exec_start(sd_bus_message *m, char **argv) {
         return 0;
 }
 
+/* What systemd's sandboxing gives a network relay that needs no privilege: no capabilities, no
+ * new privileges, a read-only system with one writable directory, only the address families it
+ * uses, the system-service call set. */
+static int append_sandbox(sd_bus_message *m, const char *rw_dir) {
+        int r;
+
+        r = sd_bus_message_append(m, "(sv)(sv)(sv)(sv)(sv)(sv)(sv)(sv)(sv)(sv)",
+                                  "NoNewPrivileges", "b", 1,
+                                  "CapabilityBoundingSet", "t", (uint64_t) 0,
+                                  "ProtectSystem", "s", "strict",
+                                  "ProtectHome", "s", "yes",
+                                  "PrivateTmp", "b", 1,
+                                  "ProtectKernelTunables", "b", 1,
+                                  "ProtectKernelModules", "b", 1,
+                                  "ProtectControlGroups", "b", 1,
+                                  "LockPersonality", "b", 1,
+                                  "MemoryDenyWriteExecute", "b", 1);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_append(m, "(sv)", "ReadWritePaths", "as", 1, rw_dir);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_append(m, "(sv)", "RestrictAddressFamilies", "(bas)", 1, 3, "AF_UNIX", "AF_INET", "AF_INET6");
+        if (r < 0)
+                return r;
+        r = sd_bus_message_append(m, "(sv)", "SystemCallArchitectures", "as", 1, "native");
+        if (r < 0)
+                return r;
+        return sd_bus_message_append(m, "(sv)", "SystemCallFilter", "(bas)", 1, 1, "@system-service");
+}
+
 int unit_start_transient(sd_bus *bus, const TransientService *svc, UnitJobDone done, void *userdata,
                          UnitJob **ret) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *m = NULL;
@@ -184,14 +215,24 @@ int unit_start_transient(sd_bus *bus, const TransientService *svc, UnitJobDone d
                                   "Description", "s", svc->description ?: svc->name,
                                   "Slice", "s", svc->slice ?: "machine.slice",
                                   /* Type=exec: the start job fails if QEMU cannot be executed. */
-                                  "Type", "s", "exec",
+                                  "Type", "s", svc->notify ? "notify" : "exec",
                                   "TimeoutStopUSec", "t", svc->stop_timeout_usec ?: 10ULL * 1000000ULL,
                                   /* A crashed guest's unit stays "failed" so that a restarted
                                    * ferryd can still tell a crash from a shutdown. */
-                                  "CollectMode", "s", "inactive",
+                                  "CollectMode", "s", svc->collect_failed ? "inactive-or-failed" : "inactive",
                                   "KillMode", "s", "mixed");
         if (r < 0)
                 return r;
+        if (svc->notify) {
+                r = sd_bus_message_append(m, "(sv)", "NotifyAccess", "s", "main");
+                if (r < 0)
+                        return r;
+        }
+        if (svc->sandbox_rw_dir) {
+                r = append_sandbox(m, svc->sandbox_rw_dir);
+                if (r < 0)
+                        return r;
+        }
         r = append_exec_start(m, svc->argv);
         if (r < 0)
                 return r;
@@ -254,6 +295,87 @@ int unit_get_state(sd_bus *bus, const char *name, char **ret_active_state, char 
                 *ret_active_state = TAKE_PTR(state);
         if (ret_result)
                 *ret_result = TAKE_PTR(result);
+        return 0;
+}
+
+struct UnitWatch {
+        sd_bus_slot *match;
+        char *active_state;
+        char *status_text;
+        char *result;
+        UnitStateChanged cb;
+        void *userdata;
+};
+
+UnitWatch *unit_watch_free(UnitWatch *w) {
+        if (!w)
+                return NULL;
+        sd_bus_slot_unref(w->match);
+        free(w->active_state);
+        free(w->status_text);
+        free(w->result);
+        return mfree(w);
+}
+
+static int on_unit_properties(sd_bus_message *m, void *userdata, sd_bus_error *ret_error) {
+        UnitWatch *w = userdata;
+        const char *iface;
+        bool state_changed = false;
+        int r;
+
+        if (sd_bus_message_read(m, "s", &iface) < 0 || sd_bus_message_enter_container(m, 'a', "{sv}") < 0)
+                return 0;
+        while ((r = sd_bus_message_enter_container(m, 'e', "sv")) > 0) {
+                const char *key, *value;
+                char **slot = NULL;
+
+                if (sd_bus_message_read(m, "s", &key) < 0)
+                        return 0;
+                if (strcmp(key, "ActiveState") == 0)
+                        slot = &w->active_state;
+                else if (strcmp(key, "StatusText") == 0)
+                        slot = &w->status_text;
+                else if (strcmp(key, "Result") == 0)
+                        slot = &w->result;
+                if (slot && sd_bus_message_read(m, "v", "s", &value) >= 0) {
+                        if (slot == &w->active_state && (!w->active_state || strcmp(w->active_state, value) != 0))
+                                state_changed = true;
+                        free(*slot);
+                        *slot = strdup(value);
+                } else if (sd_bus_message_skip(m, "v") < 0)
+                        return 0;
+                if (sd_bus_message_exit_container(m) < 0)
+                        return 0;
+        }
+        /* systemd sends the Service interface's changes before the Unit's, so the status is
+         * current when the state changes. The callback may free w. */
+        if (state_changed && w->active_state)
+                w->cb(w->userdata, w->active_state, w->status_text, w->result);
+        return 0;
+}
+
+int unit_watch(sd_bus *bus, const char *name, UnitStateChanged cb, void *userdata, UnitWatch **ret) {
+        _cleanup_(unit_watch_freep) UnitWatch *w = NULL;
+        _cleanup_free_ char *path = NULL;
+        int r;
+
+        r = sd_bus_path_encode("/org/freedesktop/systemd1/unit", name, &path);
+        if (r < 0)
+                return r;
+        w = calloc(1, sizeof(*w));
+        if (!w)
+                return -ENOMEM;
+        w->cb = cb;
+        w->userdata = userdata;
+        r = sd_bus_match_signal_async(bus, &w->match, SYSTEMD_DEST, path, "org.freedesktop.DBus.Properties",
+                                      "PropertiesChanged", on_unit_properties, NULL, w);
+        if (r < 0)
+                return r;
+        /* systemd sends unit signals only while a client is subscribed; a second Subscribe of
+         * ours is refused harmlessly. */
+        (void) sd_bus_call_method_async(bus, NULL, SYSTEMD_DEST, SYSTEMD_PATH, SYSTEMD_MANAGER, "Subscribe",
+                                        NULL, NULL, NULL);
+        *ret = TAKE_PTR(w);
         return 0;
 }
 

@@ -22,6 +22,13 @@ typedef struct TransientService {
         const char *slice;         /* e.g. "machine.slice" */
         char **argv;               /* argv[0] is the absolute path */
         uint64_t stop_timeout_usec;/* SIGTERM, then SIGKILL after this long */
+        /* Type=notify (NotifyAccess=main) instead of exec: the start job ends at READY=1. */
+        bool notify;
+        /* CollectMode=inactive-or-failed instead of inactive: nothing stays behind. */
+        bool collect_failed;
+        /* The transport helper's sandbox (docs/transport.md, "The transient units"); writable:
+         * only this directory. */
+        const char *sandbox_rw_dir;
 } TransientService;
 
 /* Starts the unit; done is called when the start job finishes. The caller owns *ret and may
@@ -38,6 +45,16 @@ int unit_reset_failed(sd_bus *bus, const char *name);
 /* Synchronous query, for start-up only: ActiveState ("active", "failed", ...) and Result;
  * -ENOENT if systemd does not know the unit. */
 int unit_get_state(sd_bus *bus, const char *name, char **ret_active_state, char **ret_result);
+
+/* Follows a unit through systemd's PropertiesChanged signals (ferryd subscribes for them):
+ * called with the unit's ActiveState whenever it changes, and the last StatusText (sd_notify's
+ * STATUS=) and Result systemd sent with it. */
+typedef struct UnitWatch UnitWatch;
+typedef void (*UnitStateChanged)(void *userdata, const char *active_state, const char *status_text,
+                                 const char *result);
+int unit_watch(sd_bus *bus, const char *name, UnitStateChanged cb, void *userdata, UnitWatch **ret);
+UnitWatch *unit_watch_free(UnitWatch *w);
+DEFINE_TRIVIAL_CLEANUP_FUNC(UnitWatch *, unit_watch_free);
 
 UnitJob *unit_job_free(UnitJob *job);
 DEFINE_TRIVIAL_CLEANUP_FUNC(UnitJob *, unit_job_free);

@@ -67,6 +67,7 @@ static void test_invalid_keeps_old(void) {
                 "[Migration]\nPorts=+1024-2000\n",
                 "[Migration]\nForceTLS=maybe\n",
                 "[Migration]\nForceTLS=\n",
+                "[Migration]\nTunnelPlaintext=sometimes\n",
                 "[Migration]\nKeepEndedSec=0\n",
                 "[Migration]\nKeepEndedSec=86401\n",
                 "[Migration]\nKeepEndedSec=-5\n",
@@ -115,6 +116,12 @@ static void test_force_tls(void) {
         g_assert_true(c.migration_force_tls);
         g_assert_cmpint(parse(&c, "[Migration]\nForceTLS=no\n"), ==, 0);
         g_assert_false(c.migration_force_tls);
+        /* Plaintext tunnels: off unless the administrator says so. */
+        g_assert_false(c.migration_tunnel_plaintext);
+        g_assert_cmpint(parse(&c, "[Migration]\nTunnelPlaintext=yes\n"), ==, 0);
+        g_assert_true(c.migration_tunnel_plaintext);
+        g_assert_cmpint(parse(&c, "[Migration]\nTunnelPlaintext=1x\n"), ==, -EINVAL);
+        g_assert_true(c.migration_tunnel_plaintext);
         config_done(&c);
 }
 

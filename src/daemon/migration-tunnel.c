@@ -1,0 +1,398 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+#include <errno.h>
+#include <fcntl.h>
+#include <glib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "build-config.h"
+#include "domain.h"
+#include "ferry-bus.h"
+#include "log.h"
+#include "manager.h"
+#include "migration-internal.h"
+#include "migration-postcopy.h"
+#include "migration-tunnel.h"
+#include "systemd-units.h"
+
+#define TUNNEL_SCHEME "ferry-tunnel://"
+#define TUNNEL_TOKEN_LEN 32
+/* How long a failed source QEMU waits for its helper to say why (it usually has already). */
+#define TUNNEL_EXPLAIN_USEC (3ULL * 1000000ULL)
+
+struct MigrationTunnel {
+        Migration *migration;
+        char *unit;            /* ferry-transport-<id>.service */
+        char *token_path;      /* 0600, root's, under /run/ferry/transport */
+        char *address;         /* destination: what the source connects to */
+        char *socket_path;     /* QEMU's side: the incoming QEMU's socket or the source helper's */
+        UnitJob *job;
+        UnitWatch *watch;
+        TunnelReady ready_cb;
+        sd_event_source *explain_timer;
+        char *failure;         /* the helper's "failed: ..." status, once it failed */
+        bool ready, failed, ended;
+};
+
+static char *tunnel_dir(Manager *manager) {
+        return g_build_filename(manager->runtime_dir, "transport", NULL);
+}
+
+static bool token_is_valid(const char *s) {
+        if (!s || strlen(s) != TUNNEL_TOKEN_LEN)
+                return false;
+        for (const char *p = s; *p; p++)
+                if (!g_ascii_isxdigit(*p) || g_ascii_isupper(*p))
+                        return false;
+        return true;
+}
+
+static int make_token(char **ret) {
+        uint8_t b[TUNNEL_TOKEN_LEN / 2];
+        GString *s;
+
+        if (getrandom(b, sizeof(b), 0) != (ssize_t) sizeof(b))
+                return -errno ?: -EIO;
+        s = g_string_new(NULL);
+        for (size_t i = 0; i < sizeof(b); i++)
+                g_string_append_printf(s, "%02x", b[i]);
+        *ret = g_string_free(s, FALSE);
+        return 0;
+}
+
+/* The options that have no meaning, or no tested meaning, with the tunnel. */
+static int check_common(Manager *manager, const MigrationOptions *o, char **ret_error) {
+        if (o->tunnel_plaintext && !o->tunnelled) {
+                *ret_error = g_strdup("tunnel_plaintext needs the tunnelled option");
+                return -EINVAL;
+        }
+        if (!o->tunnelled)
+                return 0;
+        if (o->offline) {
+                *ret_error = g_strdup("an offline migration moves no stream: the tunnelled option does not apply");
+                return -EINVAL;
+        }
+        if (o->tls) {
+                *ret_error = g_strdup("tunnelled and tls exclude each other: the tunnel encrypts the stream itself");
+                return -EINVAL;
+        }
+        if (o->copy_storage != MIGRATION_COPY_STORAGE_NONE) {
+                /* The disks would go over NBD beside the tunnel, not through it. */
+                *ret_error = g_strdup("tunnelled and copy_storage cannot be combined yet: the NBD streams do not go "
+                                      "through the tunnel");
+                return -EINVAL;
+        }
+        if (o->hypervisor_uri || o->listen_address) {
+                *ret_error = g_strdup("a tunnelled migration takes no hypervisor URI or listen address: "
+                                      "the helpers choose their sockets and port");
+                return -EINVAL;
+        }
+        if (o->tunnel_plaintext && !manager->config.migration_tunnel_plaintext) {
+                *ret_error = g_strdup("this host does not allow plaintext tunnels ([Migration] TunnelPlaintext=no)");
+                return -EPERM;
+        }
+        return 0;
+}
+
+int tunnel_check_source_options(Manager *manager, MigrationOptions *o, bool managed, char **ret_error) {
+        int r;
+
+        if (o->tunnel_token) {
+                *ret_error = g_strdup("tunnel_token is for PrepareMigration: the source makes it");
+                return -EINVAL;
+        }
+        r = check_common(manager, o, ret_error);
+        if (r < 0)
+                return r == -EPERM ? -EINVAL : r;
+        if (!o->tunnelled)
+                return 0;
+        if (o->direct || managed) {
+                *ret_error = g_strdup("the tunnelled option needs the peer-to-peer flow (Domain.Migrate to a ferryd), "
+                                      "not direct or managed direct");
+                return -EINVAL;
+        }
+        return make_token(&o->tunnel_token);
+}
+
+int tunnel_check_destination_options(Manager *manager, const MigrationOptions *o, char **ret_error) {
+        int r;
+
+        r = check_common(manager, o, ret_error);
+        if (r < 0)
+                return r;
+        if (!o->tunnelled)
+                return 0;
+        if (!token_is_valid(o->tunnel_token)) {
+                *ret_error = g_strdup("a tunnelled migration needs tunnel_token: 32 lower-case hex digits");
+                return -EINVAL;
+        }
+        return 0;
+}
+
+char *tunnel_incoming_uri(Manager *manager, const char *domain_uuid) {
+        g_autofree char *dir = tunnel_dir(manager);
+        if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+                return NULL;
+        return g_strdup_printf("unix:%s/incoming-%s.sock", dir, domain_uuid);
+}
+
+MigrationTunnel *tunnel_free(MigrationTunnel *t) {
+        if (!t)
+                return NULL;
+        unit_job_free(t->job);
+        unit_watch_free(t->watch);
+        sd_event_source_disable_unref(t->explain_timer);
+        if (t->token_path)
+                (void) unlink(t->token_path);
+        free(t->token_path);
+        free(t->unit);
+        free(t->address);
+        free(t->socket_path);
+        free(t->failure);
+        return mfree(t);
+}
+
+static void tunnel_ready(MigrationTunnel *t, int error, const char *message) {
+        TunnelReady cb = t->ready_cb;
+
+        t->ready_cb = NULL;
+        if (cb)
+                cb(t->migration, error, message, t->address);
+}
+
+/* The helper failed: the migration fails with its words, on both sides the way a QEMU failure
+ * would (the source resumes its guest, the destination throws its copy away). */
+static void tunnel_failed(MigrationTunnel *t, const char *status, const char *result) {
+        Migration *m = t->migration;
+        g_autofree char *msg = NULL;
+
+        if (t->failed)
+                return;
+        t->failed = true;
+        t->failure = strdup(status ?: "failed");
+        if (status && g_str_has_prefix(status, "failed:"))
+                msg = g_strdup_printf("the tunnel helper %s %s", t->unit, status);
+        else
+                /* Killed, or gone without a word: what systemd saw, and its last status. */
+                msg = g_strdup_printf("the tunnel helper %s ended unexpectedly (%s; last status: %s)", t->unit,
+                                      result && *result ? result : "failed", status && *status ? status : "none");
+        if (t->ready_cb) {
+                tunnel_ready(t, -EIO, msg);
+                return;
+        }
+        if (m->state != MIGRATION_RUNNING)
+                return;
+        t->explain_timer = sd_event_source_disable_unref(t->explain_timer);
+        if (m->direction == MIGRATION_OUTGOING)
+                source_fail(m, FERRY_ERROR_MIGRATION_FAILED, msg);
+        else if (migration_postcopy_started(m)) {
+                /* After the switch this copy holds pages the source lacks: throw nothing away
+                 * (docs/migration.md, "When it cannot recover"); no recovery without the
+                 * helpers. */
+                m->postcopy = MIGRATION_POSTCOPY_FAILED;
+                migration_end(m, MIGRATION_FAILED, FERRY_ERROR_MIGRATION_FAILED, msg);
+        } else {
+                Domain *d = migration_domain(m);
+                if (d && d->migration == m) {
+                        domain_end_migration(d);
+                        domain_discard_incoming(d);
+                }
+                migration_end(m, MIGRATION_FAILED, FERRY_ERROR_MIGRATION_FAILED, msg);
+        }
+}
+
+static void on_unit_state(void *userdata, const char *active_state, const char *status_text, const char *result) {
+        MigrationTunnel *t = userdata;
+
+        log_debug("Migration %u: %s is %s (%s): %s", t->migration->id, t->unit, active_state, strna(result),
+                  strna(status_text));
+        /* "inactive" comes also before the start; after READY=1 it means the helper ended, which
+         * is only right once it said "done". */
+        if (strcmp(active_state, "failed") == 0 ||
+            (strcmp(active_state, "inactive") == 0 && t->ready && !t->ended &&
+             (!status_text || strncmp(status_text, "done:", 5) != 0)))
+                tunnel_failed(t, status_text, result);
+}
+
+static void on_unit_started(void *userdata, int error, const char *message) {
+        MigrationTunnel *t = userdata;
+
+        t->job = unit_job_free(t->job);
+        if (error < 0) {
+                /* Failed before READY=1: the status it sent (if any) says why. */
+                tunnel_failed(t, NULL, message ?: "cannot start");
+                return;
+        }
+        t->ready = true;
+        log_info("Migration %u: %s is ready.", t->migration->id, t->unit);
+        tunnel_ready(t, 0, NULL);
+}
+
+static int write_token(MigrationTunnel *t, const char *dir, const char *token) {
+        _cleanup_close_ int fd = -EBADF;
+        g_autofree char *line = g_strdup_printf("%s\n", token);
+
+        t->token_path = g_strdup_printf("%s/%u.token", dir, t->migration->id);
+        (void) unlink(t->token_path);
+        fd = open(t->token_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (fd < 0)
+                return -errno;
+        if (write(fd, line, strlen(line)) != (ssize_t) strlen(line))
+                return -EIO;
+        return 0;
+}
+
+/* The unit, with the options both roles share. argv ends with the role's own options. */
+static int start_helper(MigrationTunnel *t, GPtrArray *argv) {
+        Migration *m = t->migration;
+        Manager *manager = m->manager;
+        g_autofree char *dir = tunnel_dir(manager), *pki = g_build_filename(manager->config_dir, "pki", NULL);
+        g_autofree char *description = NULL;
+        int r;
+
+        if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+                return -errno;
+        r = write_token(t, dir, m->options.tunnel_token);
+        if (r < 0)
+                return r;
+        g_ptr_array_add(argv, g_strdup_printf("--migration=%u", m->id));
+        g_ptr_array_add(argv, g_strdup_printf("--token-file=%s", t->token_path));
+        g_ptr_array_add(argv, g_strdup_printf("--pki-dir=%s", pki));
+        if (m->options.tunnel_plaintext)
+                g_ptr_array_add(argv, g_strdup("--plaintext"));
+        g_ptr_array_add(argv, NULL);
+
+        t->unit = g_strdup_printf("ferry-transport-%u.service", m->id);
+        description = g_strdup_printf("Ferry migration tunnel %u (%s %s)", m->id,
+                                      migration_direction_to_string(m->direction), m->domain_name);
+        /* A failed helper of an earlier ferryd's migration with this id may linger. */
+        (void) unit_reset_failed(manager_bus(manager), t->unit);
+        r = unit_watch(manager_bus(manager), t->unit, on_unit_state, t, &t->watch);
+        if (r < 0)
+                return r;
+        TransientService svc = {
+                .name = t->unit,
+                .description = description,
+                .slice = "system.slice",
+                .argv = (char **) argv->pdata,
+                .notify = true,
+                .collect_failed = true,
+                .sandbox_rw_dir = dir,
+        };
+        return unit_start_transient(manager_bus(manager), &svc, on_unit_started, t, &t->job);
+}
+
+static MigrationTunnel *tunnel_new(Migration *m, TunnelReady ready) {
+        MigrationTunnel *t = g_new0(MigrationTunnel, 1);
+        t->migration = m;
+        t->ready_cb = ready;
+        m->tunnel = t;
+        return t;
+}
+
+int tunnel_start_destination(Migration *m, const char *domain_uuid, TunnelReady ready) {
+        g_autoptr(GPtrArray) argv = g_ptr_array_new_with_free_func(g_free);
+        g_autofree char *incoming = tunnel_incoming_uri(m->manager, domain_uuid);
+        MigrationTunnel *t;
+        uint16_t port;
+
+        port = migration_pick_port(m->manager);
+        if (port == 0)
+                return -EADDRINUSE;
+        m->incoming_port = port;
+        t = tunnel_new(m, ready);
+        t->address = g_strdup_printf(TUNNEL_SCHEME "%s:%u", m->manager->hostname, port);
+        g_ptr_array_add(argv, g_strdup(FERRY_LIBEXECDIR "/ferry-transport"));
+        g_ptr_array_add(argv, g_strdup("--destination"));
+        t->socket_path = g_strdup(incoming + strlen("unix:"));
+        g_ptr_array_add(argv, g_strdup_printf("--qemu-socket=%s", t->socket_path));
+        g_ptr_array_add(argv, g_strdup_printf("--listen=0.0.0.0:%u", port));
+        return start_helper(t, argv);
+}
+
+/* HOST:PORT as the destination said it, checked: it becomes an argument of the helper. */
+static int parse_address(const char *address, char **ret_peer) {
+        const char *p, *colon;
+
+        if (!address || !g_str_has_prefix(address, TUNNEL_SCHEME))
+                return -EINVAL;
+        p = address + strlen(TUNNEL_SCHEME);
+        colon = strrchr(p, ':');
+        if (!colon || colon == p || p[0] == '-' || !colon[1] || strlen(p) > 300)
+                return -EINVAL;
+        for (const char *c = p; *c; c++)
+                if (!g_ascii_isalnum(*c) && !strchr(".-:[]", *c))
+                        return -EINVAL;
+        for (const char *c = colon + 1; *c; c++)
+                if (!g_ascii_isdigit(*c))
+                        return -EINVAL;
+        *ret_peer = g_strdup(p);
+        return 0;
+}
+
+int tunnel_start_source(Migration *m, const char *address, TunnelReady ready, char **ret_error) {
+        g_autoptr(GPtrArray) argv = g_ptr_array_new_with_free_func(g_free);
+        g_autofree char *peer = NULL, *dir = tunnel_dir(m->manager);
+        MigrationTunnel *t;
+
+        if (parse_address(address, &peer) < 0) {
+                *ret_error = g_strdup_printf("the destination offered an unusable tunnel address: %s", strna(address));
+                return -EINVAL;
+        }
+        t = tunnel_new(m, ready);
+        free(m->hypervisor_uri);
+        m->hypervisor_uri = g_strdup_printf("unix:%s/%u.sock", dir, m->id);
+        g_ptr_array_add(argv, g_strdup(FERRY_LIBEXECDIR "/ferry-transport"));
+        g_ptr_array_add(argv, g_strdup("--source"));
+        t->socket_path = g_strdup(m->hypervisor_uri + strlen("unix:"));
+        g_ptr_array_add(argv, g_strdup_printf("--qemu-socket=%s", t->socket_path));
+        g_ptr_array_add(argv, g_strdup_printf("--peer=%s", peer));
+        return start_helper(t, argv);
+}
+
+static int on_explain_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        MigrationTunnel *t = userdata;
+
+        t->explain_timer = sd_event_source_disable_unref(t->explain_timer);
+        if (t->migration->state == MIGRATION_RUNNING)
+                source_fail(t->migration, FERRY_ERROR_MIGRATION_FAILED, "QEMU's migration failed (the tunnel did not say why)");
+        return 0;
+}
+
+bool tunnel_explain_qemu_failure(Migration *m) {
+        MigrationTunnel *t = m->tunnel;
+
+        if (!t || t->failed || t->explain_timer)
+                return false;
+        return sd_event_add_time_relative(manager_event(m->manager), &t->explain_timer, CLOCK_MONOTONIC,
+                                          TUNNEL_EXPLAIN_USEC, 0, on_explain_timer, t) >= 0;
+}
+
+void tunnel_end(Migration *m) {
+        MigrationTunnel *t = m->tunnel;
+
+        if (!t || t->ended)
+                return;
+        t->ended = true;
+        t->explain_timer = sd_event_source_disable_unref(t->explain_timer);
+        /* A Prepare still waiting for the helper gets its answer. */
+        tunnel_ready(t, -ECANCELED, "the migration ended before its tunnel was ready");
+        if (t->token_path) {
+                (void) unlink(t->token_path);
+                t->token_path = mfree(t->token_path);
+        }
+        /* Every stream is connected or the migration is over: the listening socket has done
+         * its work (QEMU leaves its incoming one behind). */
+        if (t->socket_path)
+                (void) unlink(t->socket_path);
+        if (!t->unit)
+                return;
+        /* Stopped whether or not it still runs (a helper that ended is already gone; systemd
+         * then answers NoSuchUnit). CollectMode=inactive-or-failed removes it afterwards. */
+        t->job = unit_job_free(t->job);
+        if (unit_stop(manager_bus(m->manager), t->unit, NULL, NULL, &t->job) < 0)
+                log_warning("Migration %u: cannot stop %s.", m->id, t->unit);
+}

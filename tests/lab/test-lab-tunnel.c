@@ -1,0 +1,324 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+
+/* Tunnelled migrations (docs/transport.md): the dirtying test guest moves between the lab
+ * hosts through a pair of ferry-transport helper units, with TLS (x509 under /etc/ferry/pki),
+ * in plaintext where both hosts allow it, with multifd channels; a helper killed in the middle
+ * or a certificate from the wrong CA fails the migration cleanly. After each, no
+ * ferry-transport unit is left on either host. */
+
+#include <gio/gio.h>
+#include <glib/gstdio.h>
+#include <stdbool.h>
+
+#include "lab-guest.h"
+
+#define TO_A LAB_TO_A
+#define TO_B LAB_TO_B
+#define CTL LAB_CTL
+
+/* The CA, a certificate per host for both roles (the host's name and address as SAN), in
+ * libvirt's layout under /etc/ferry/pki as the helper reads it; wrongca and b2: a second CA
+ * and a certificate for b from it. */
+static const char pki_script[] =
+        "set -e; umask 077; cd \"$1\"\n"
+        "ca() { openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout $1-key.pem "
+        "-out $1-cert.pem -days 2 -subj \"/CN=Ferry lab $1\" -addext basicConstraints=critical,CA:TRUE "
+        "-addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null; }\n"
+        "leaf() { ca=$1; shift; openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout $1-key.pem "
+        "-out $1.csr -subj \"/CN=$1\" 2>/dev/null\n"
+        "  printf 'basicConstraints=CA:FALSE\\nkeyUsage=digitalSignature,keyEncipherment\\n"
+        "extendedKeyUsage=serverAuth,clientAuth\\nsubjectAltName=DNS:%s,IP:%s\\n' $1 $2 > $1.ext\n"
+        "  openssl x509 -req -in $1.csr -CA $ca-cert.pem -CAkey $ca-key.pem -CAcreateserial -out $1-cert.pem "
+        "-days 2 -extfile $1.ext 2>/dev/null; }\n"
+        "ca ca; ca wrongca; leaf ca a 10.77.0.1; leaf ca b 10.77.0.2; leaf wrongca b2 10.77.0.2\n"
+        "shift; for h in a b; do\n"
+        "  d=$1/etc-ferry/pki; shift; mkdir -p $d; cp ca-cert.pem $d/\n"
+        "  for e in server client; do cp $h-cert.pem $d/$e-cert.pem; cp $h-key.pem $d/$e-key.pem; done\n"
+        "done\n";
+
+static char *pki_tmp;
+
+static void set_plaintext_allowed(const char *host, bool on) {
+        g_auto(LabResult) r = {};
+        lab_sh(host, NULL, on ? "printf '[Migration]\\nTunnelPlaintext=yes\\n' > /etc/ferry/ferryd.conf && ferryctl reload"
+                              : "printf '[Migration]\\nTunnelPlaintext=no\\n' > /etc/ferry/ferryd.conf && ferryctl reload", &r);
+        g_assert_cmpint(r.status, ==, 0);
+}
+
+/* No helper unit on either host, in any state (CollectMode=inactive-or-failed), and no token
+ * file or socket left in /run/ferry/transport. */
+static void assert_no_transport_units(void) {
+        static const char *const check =
+                "! systemctl list-units --all --no-legend 'ferry-transport-*' | grep -q ferry-transport && "
+                "test -z \"$(ls -A /run/ferry/transport 2>/dev/null)\"";
+        g_assert_true(lab_wait_for("a", check, 30000));
+        g_assert_true(lab_wait_for("b", check, 30000));
+}
+
+static void assert_moved(const char *from, const char *to, const char *name) {
+        g_autofree char *on_to = lab_domain_state(to, name), *on_from = lab_domain_state(from, name);
+        g_assert_cmpstr(on_to, ==, "running");
+        g_assert_cmpstr(on_from, ==, "absent");
+}
+
+static void assert_stayed(const char *host, const char *other, const char *name) {
+        g_autofree char *s = lab_domain_state(host, name);
+        g_autofree char *gone = g_strdup_printf("! ferryctl dominfo %s", name);
+        g_assert_cmpstr(s, ==, "running");
+        g_assert_true(lab_wait_for(other, gone, 30000));
+}
+
+static void test_setup(void) {
+        g_autofree char *dir_a = lab_host_dir("a"), *dir_b = lab_host_dir("b");
+        g_autofree char *out = NULL, *err = NULL;
+        int status = -1;
+
+        pki_tmp = g_dir_make_tmp("ferry-lab-tunnel-pki-XXXXXX", NULL);
+        g_assert_nonnull(pki_tmp);
+        const char *gen[] = { "sh", "-c", pki_script, "sh", pki_tmp, dir_a, dir_b, NULL };
+        g_assert_true(g_spawn_sync(NULL, (char **) gen, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL, &out, &err, &status, NULL));
+        g_test_message("%s", err);
+        g_assert_true(g_spawn_check_wait_status(status, NULL));
+        lab_guest_create("a", "tun1", false);
+}
+
+static void test_refusals(void) {
+        g_auto(LabResult) r = {};
+
+        /* Plaintext is the administrator's to allow: a does not. */
+        CTL("a", &r, "migrate", "--p2p", "--tunnelled", "--tunnel-plaintext", "tun1", TO_B);
+        g_test_message("%s", r.err);
+        g_assert_cmpint(r.status, ==, 1);
+        g_assert_nonnull(strstr(r.err, "InvalidArgs"));
+        g_assert_nonnull(strstr(r.err, "TunnelPlaintext=no"));
+        lab_result_clear(&r);
+
+        /* The tunnel encrypts; QEMU's TLS on top is refused, as are the flows it does not fit. */
+        CTL("a", &r, "migrate", "--p2p", "--tunnelled", "--tls", "tun1", TO_B);
+        g_assert_cmpint(r.status, ==, 1);
+        g_assert_nonnull(strstr(r.err, "InvalidArgs"));
+        g_assert_nonnull(strstr(r.err, "exclude each other"));
+        lab_result_clear(&r);
+        CTL("a", &r, "migrate", "--p2p", "--tunnelled", "--offline", "tun1", TO_B);
+        g_assert_cmpint(r.status, ==, 1);
+        g_assert_nonnull(strstr(r.err, "InvalidArgs"));
+        lab_result_clear(&r);
+
+        /* a allows plaintext, b does not: b refuses at Prepare, the guest stays on a. */
+        set_plaintext_allowed("a", true);
+        CTL("a", &r, "migrate", "--p2p", "--tunnelled", "--tunnel-plaintext", "tun1", TO_B);
+        g_test_message("%s", r.err);
+        g_assert_cmpint(r.status, ==, 1);
+        g_assert_nonnull(strstr(r.err, "does not allow plaintext"));
+        assert_stayed("a", "b", "tun1");
+        assert_no_transport_units();
+}
+
+static void test_plaintext_when_allowed(void) {
+        g_auto(LabResult) r = {};
+
+        set_plaintext_allowed("b", true);
+        CTL("a", &r, "migrate", "--p2p", "--live", "--verbose", "--tunnelled", "--tunnel-plaintext", "tun1", TO_B);
+        g_test_message("%s", r.err);
+        g_assert_cmpint(r.status, ==, 0);
+        assert_moved("a", "b", "tun1");
+        lab_guest_assert_intact("b", "tun1", 3, true);
+        assert_no_transport_units();
+        lab_result_clear(&r);
+        /* Both records say how the stream went. */
+        static const char *const transports =
+                "for p in $(busctl tree --list org.ferry.Ferry1 | grep '/migration/'); do "
+                "busctl get-property org.ferry.Ferry1 $p org.ferry.Ferry1.Migration Transport State; done";
+        lab_sh("a", NULL, transports, &r);
+        g_test_message("a: %s", r.out);
+        g_assert_nonnull(strstr(r.out, "s \"tunnelled\"\ns \"completed\""));
+        lab_result_clear(&r);
+        lab_sh("b", NULL, transports, &r);
+        g_test_message("b: %s", r.out);
+        g_assert_nonnull(strstr(r.out, "s \"tunnelled\"\ns \"completed\""));
+        set_plaintext_allowed("a", false);
+        set_plaintext_allowed("b", false);
+}
+
+static void test_tls_multifd(void) {
+        g_auto(LabResult) r = {};
+
+        /* b -> a over TLS with 3 multifd channels: 4 streams through the tunnel. */
+        CTL("b", &r, "migrate", "--p2p", "--live", "--verbose", "--tunnelled", "--parallel", "--parallel-connections",
+            "3", "tun1", TO_A);
+        g_test_message("%s", r.err);
+        g_assert_cmpint(r.status, ==, 0);
+        assert_moved("b", "a", "tun1");
+        lab_guest_assert_intact("a", "tun1", 3, true);
+        assert_no_transport_units();
+}
+
+static void test_tls(void) {
+        g_auto(LabResult) r = {};
+
+        CTL("a", &r, "migrate", "--p2p", "--live", "--verbose", "--tunnelled", "tun1", TO_B);
+        g_test_message("%s", r.err);
+        g_assert_cmpint(r.status, ==, 0);
+        g_assert_nonnull(strstr(r.err, "Migration: [100 %]"));
+        assert_moved("a", "b", "tun1");
+        lab_guest_assert_intact("b", "tun1", 3, true);
+        lab_guest_assert_dump_checks("b", "tun1", "tunnel-tls.elf");
+        assert_no_transport_units();
+}
+
+static void test_helper_killed(void) {
+        g_auto(LabResult) r = {};
+        const char *lookup[] = { "busctl", "call", "org.ferry.Ferry1", "/org/ferry/Ferry1", "org.ferry.Ferry1.Manager",
+                                 "GetDomainByName", "s", "tun1", NULL };
+        g_autofree char *domain = lab_busctl_path("b", lookup);
+        /* 1 MiB/s: the stream is still going when the helper dies. */
+        const char *migrate[] = { "busctl", "call", "org.ferry.Ferry1", domain, "org.ferry.Ferry1.Domain", "Migrate",
+                                  "sa{sv}t", TO_A, "2", "max_bandwidth", "t", "1048576", "tunnelled", "b", "true", "0",
+                                  NULL };
+        g_autofree char *job = lab_busctl_path("b", migrate);
+        g_autofree char *in_perform = g_strdup_printf(
+                "busctl get-property org.ferry.Ferry1 %s org.ferry.Ferry1.Migration Phase | grep -q perform && "
+                "systemctl -q is-active 'ferry-transport-*.service'", job);
+        g_autofree char *failed = g_strdup_printf(
+                "busctl get-property org.ferry.Ferry1 %s org.ferry.Ferry1.Migration State | grep -q failed", job);
+
+        g_assert_true(lab_wait_for("b", in_perform, 60000));
+        /* Let bytes flow, then kill the source's helper. */
+        g_assert_true(lab_wait_for("b", "sleep 2", 10000));
+        lab_sh("b", NULL, "systemctl kill -s KILL 'ferry-transport-*.service'", &r);
+        g_assert_cmpint(r.status, ==, 0);
+        g_assert_true(lab_wait_for("b", failed, 60000));
+        lab_result_clear(&r);
+        g_autofree char *msg = g_strdup_printf(
+                "busctl get-property org.ferry.Ferry1 %s org.ferry.Ferry1.Migration ErrorMessage", job);
+        lab_sh("b", NULL, msg, &r);
+        g_test_message("error: %s", r.out);
+        g_assert_nonnull(strstr(r.out, "ferry-transport-"));
+        g_assert_nonnull(strstr(r.out, "ended unexpectedly (signal"));
+        assert_stayed("b", "a", "tun1");
+        lab_guest_assert_intact("b", "tun1", 3, true);
+        assert_no_transport_units();
+}
+
+static void test_cancel(void) {
+        g_auto(LabResult) r = {};
+        const char *lookup[] = { "busctl", "call", "org.ferry.Ferry1", "/org/ferry/Ferry1", "org.ferry.Ferry1.Manager",
+                                 "GetDomainByName", "s", "tun1", NULL };
+        g_autofree char *domain = lab_busctl_path("b", lookup);
+        const char *migrate[] = { "busctl", "call", "org.ferry.Ferry1", domain, "org.ferry.Ferry1.Domain", "Migrate",
+                                  "sa{sv}t", TO_A, "2", "max_bandwidth", "t", "1048576", "tunnelled", "b", "true", "0",
+                                  NULL };
+        g_autofree char *job = lab_busctl_path("b", migrate);
+        g_autofree char *relaying = g_strdup_printf(
+                "busctl get-property org.ferry.Ferry1 %s org.ferry.Ferry1.Migration Phase | grep -q perform && "
+                "systemctl show -P StatusText 'ferry-transport-*.service' | grep -q '^relaying'", job);
+        g_autofree char *cancelled = g_strdup_printf(
+                "busctl get-property org.ferry.Ferry1 %s org.ferry.Ferry1.Migration State | grep -q cancelled", job);
+
+        /* Cancel while both helpers carry the stream: they go with the migration. */
+        g_assert_true(lab_wait_for("b", relaying, 60000));
+        g_assert_true(lab_wait_for("a", "systemctl -q is-active 'ferry-transport-*.service'", 10000));
+        const char *cancel[] = { "busctl", "call", "org.ferry.Ferry1", job, "org.ferry.Ferry1.Migration", "Cancel", NULL };
+        lab_exec("b", NULL, cancel, &r);
+        g_assert_cmpint(r.status, ==, 0);
+        g_assert_true(lab_wait_for("b", cancelled, 30000));
+        assert_stayed("b", "a", "tun1");
+        lab_guest_assert_intact("b", "tun1", 3, true);
+        assert_no_transport_units();
+}
+
+static void test_wrong_ca(void) {
+        g_auto(LabResult) r = {};
+        g_autofree char *dir_a = lab_host_dir("a");
+
+        /* a (the destination now) has a certificate of another CA: b's helper refuses it. */
+        lab_sh("a", NULL, "cd /etc/ferry/pki && mkdir good && cp *.pem good/", &r);
+        g_assert_cmpint(r.status, ==, 0);
+        lab_result_clear(&r);
+        static const char *const wrong_files[][2] = {
+                { "wrongca-cert.pem", "ca-cert.pem" }, { "b2-cert.pem", "server-cert.pem" }, { "b2-key.pem", "server-key.pem" },
+        };
+        for (size_t i = 0; i < G_N_ELEMENTS(wrong_files); i++) {
+                g_autofree char *from = g_build_filename(pki_tmp, wrong_files[i][0], NULL);
+                g_autofree char *to = g_build_filename(dir_a, "etc-ferry", "pki", wrong_files[i][1], NULL);
+                g_autofree char *pem = NULL;
+                g_assert_true(g_file_get_contents(from, &pem, NULL, NULL));
+                g_assert_true(g_file_set_contents(to, pem, -1, NULL));
+        }
+        CTL("b", &r, "migrate", "--p2p", "--tunnelled", "tun1", TO_A);
+        g_test_message("%s", r.err);
+        g_assert_cmpint(r.status, ==, 1);
+        /* The helper's own words reach the user. */
+        g_assert_nonnull(strstr(r.err, "ferry-transport"));
+        g_assert_nonnull(strstr(r.err, "certificate"));
+        assert_stayed("b", "a", "tun1");
+        lab_guest_assert_intact("b", "tun1", 3, true);
+        assert_no_transport_units();
+        lab_result_clear(&r);
+        lab_sh("a", NULL, "cd /etc/ferry/pki && mv good/*.pem . && rmdir good", &r);
+        g_assert_cmpint(r.status, ==, 0);
+
+        const char *rm[] = { "rm", "-rf", pki_tmp, NULL };
+        g_assert_true(g_spawn_sync(NULL, (char **) rm, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL, NULL, NULL, NULL, NULL));
+}
+
+static char *job_property(const char *host, const char *job, const char *property) {
+        g_auto(LabResult) r = {};
+        const char *argv[] = { "busctl", "get-property", "org.ferry.Ferry1", job, "org.ferry.Ferry1.Migration",
+                               property, NULL };
+        lab_exec(host, NULL, argv, &r);
+        g_assert_cmpint(r.status, ==, 0);
+        return g_strdup(g_strstrip(r.out));
+}
+
+/* Post-copy through the tunnel: the destination's page requests go back through stream 0. */
+static void test_postcopy(void) {
+        g_auto(LabResult) r = {};
+        const char *lookup[] = { "busctl", "call", "org.ferry.Ferry1", "/org/ferry/Ferry1", "org.ferry.Ferry1.Manager",
+                                 "GetDomainByName", "s", "tun1", NULL };
+        g_autofree char *domain = lab_busctl_path("b", lookup);
+        /* 4 MiB/s: the pre-copy pass is far from done when we switch. */
+        const char *migrate[] = { "busctl", "call", "org.ferry.Ferry1", domain, "org.ferry.Ferry1.Domain", "Migrate",
+                                  "sa{sv}t", TO_A, "3", "max_bandwidth", "t", "4194304", "tunnelled", "b", "true",
+                                  "postcopy", "b", "true", "0", NULL };
+        g_autofree char *job = lab_busctl_path("b", migrate);
+        g_autofree char *in_perform = g_strdup_printf(
+                "busctl get-property org.ferry.Ferry1 %s org.ferry.Ferry1.Migration Phase | grep -q perform", job);
+        g_autofree char *completed = g_strdup_printf(
+                "busctl get-property org.ferry.Ferry1 %s org.ferry.Ferry1.Migration State | grep -q completed", job);
+
+        g_assert_true(lab_wait_for("b", in_perform, 60000));
+        const char *start[] = { "busctl", "call", "org.ferry.Ferry1", job, "org.ferry.Ferry1.Migration",
+                                "StartPostCopy", NULL };
+        lab_exec("b", NULL, start, &r);
+        g_test_message("StartPostCopy: %s", r.err);
+        g_assert_cmpint(r.status, ==, 0);
+        g_assert_true(lab_wait_for("b", completed, 300000));
+        g_autofree char *pc = job_property("b", job, "PostCopy");
+        g_assert_cmpstr(pc, ==, "s \"completed\"");
+        assert_moved("b", "a", "tun1");
+        lab_guest_assert_intact("a", "tun1", 3, true);
+        lab_guest_assert_dump_checks("a", "tun1", "tunnel-postcopy.elf");
+        assert_no_transport_units();
+}
+
+int main(int argc, char *argv[]) {
+        const char *hosts[] = { "a", "b", NULL };
+        g_test_init(&argc, &argv, NULL);
+        if (!lab_available()) {
+                g_test_skip("lab tests need root");
+                return g_test_run();
+        }
+
+        g_test_add_func("/lab/tunnel/setup", test_setup);
+        g_test_add_func("/lab/tunnel/refusals", test_refusals);
+        g_test_add_func("/lab/tunnel/plaintext-when-allowed", test_plaintext_when_allowed);
+        g_test_add_func("/lab/tunnel/tls-multifd", test_tls_multifd);
+        g_test_add_func("/lab/tunnel/tls", test_tls);
+        g_test_add_func("/lab/tunnel/helper-killed", test_helper_killed);
+        g_test_add_func("/lab/tunnel/cancel", test_cancel);
+        g_test_add_func("/lab/tunnel/wrong-ca", test_wrong_ca);
+        g_test_add_func("/lab/tunnel/postcopy", test_postcopy);
+
+        return lab_run("tunnel", hosts);
+}
