@@ -1,14 +1,23 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #pragma once
 
-/* Shared between migration.c (the jobs, p2p and the destination side) and migration-managed.c
- * (the source side of managed direct). Not for anything else. */
+/* Shared between the files of a migration: migration.c (the jobs, the source side of
+ * peer-to-peer), migration-incoming.c (the destination side), migration-managed.c (the source
+ * side of managed direct), migration-recover.c (a restarted ferryd), and the postcopy, storage
+ * and tunnel parts. Not for anything else. */
 
 #include "domain.h"
 #include "migration-uri.h"
 #include "migration.h"
 
 Domain *migration_domain(Migration *m);
+/* query-migrate's answer into the job's statistics (a QEMU monitor callback). */
+void migration_on_query_migrate(QemuMonitor *mon, int error, const char *error_class, const char *error_desc,
+                                JsonNode *ret, void *userdata);
+/* What a restarted ferryd reports about the migration it found in progress. */
+#define RECOVERED_MESSAGE "ferryd was restarted during the migration: it was cancelled, the guest stays on the source"
+#define INTERRUPTED_MESSAGE "ferryd was restarted after Finish was sent: the destination may run the guest, " \
+                            "so it is left paused here"
 int migration_new(Manager *manager, MigrationDirection direction, Domain *d, Migration **ret);
 void set_phase(Migration *m, MigrationPhase p);
 void migration_end(Migration *m, MigrationState state, const char *error_name, const char *message);

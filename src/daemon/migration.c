@@ -2,7 +2,6 @@
 
 #include <errno.h>
 #include <glib.h>
-#include <inttypes.h>
 #include <json-glib/json-glib.h>
 #include <string.h>
 #include <unistd.h>
@@ -11,24 +10,18 @@
 #include "ferry-bus.h"
 #include "log.h"
 #include "manager.h"
-#include "hook.h"
 #include "migration-options.h"
 #include "migration-internal.h"
 #include "migration-peer.h"
 #include "migration-postcopy.h"
 #include "migration-storage.h"
 #include "migration-tunnel.h"
-#include "migration-uri.h"
 #include "migration.h"
 #include "qemu-monitor.h"
 
 #define USEC_PER_SEC 1000000ULL
 #define STATS_INTERVAL_USEC (USEC_PER_SEC / 10)
 #define FINISH_WAIT_USEC (60ULL * USEC_PER_SEC)
-/* What a restarted ferryd reports about the migration it found in progress. */
-#define RECOVERED_MESSAGE "ferryd was restarted during the migration: it was cancelled, the guest stays on the source"
-#define INTERRUPTED_MESSAGE "ferryd was restarted after Finish was sent: the destination may run the guest, " \
-                            "so it is left paused here"
 /* QEMU 7.2 caps a migration at 128 MiB/s unless told otherwise; "unlimited" means this. */
 #define BANDWIDTH_UNLIMITED (UINT64_C(1) << 40)
 
@@ -252,7 +245,7 @@ static uint64_t member_u64(JsonObject *o, const char *name) {
         return v < 0 ? 0 : (uint64_t) v;
 }
 
-static void on_query_migrate(QemuMonitor *mon, int error, const char *error_class, const char *error_desc,
+void migration_on_query_migrate(QemuMonitor *mon, int error, const char *error_class, const char *error_desc,
                              JsonNode *ret, void *userdata) {
         Migration *m = userdata;
         JsonObject *o, *ram;
@@ -289,7 +282,7 @@ static int on_stats_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         Domain *d = migration_domain(m);
 
         if (d && domain_monitor(d))
-                (void) qemu_monitor_command(domain_monitor(d), "query-migrate", NULL, 0, on_query_migrate, m);
+                (void) qemu_monitor_command(domain_monitor(d), "query-migrate", NULL, 0, migration_on_query_migrate, m);
         (void) sd_event_source_set_time(s, usec + STATS_INTERVAL_USEC);
         return sd_event_source_set_enabled(s, SD_EVENT_ON);
 }
@@ -393,7 +386,7 @@ static void on_final_stats(QemuMonitor *mon, int error, const char *error_class,
         void (*then)(Migration *m) = m->after_final_stats;
 
         m->after_final_stats = NULL;
-        on_query_migrate(mon, error, error_class, error_desc, ret, m);
+        migration_on_query_migrate(mon, error, error_class, error_desc, ret, m);
         if (then && m->state == MIGRATION_RUNNING)
                 then(m);
 }
@@ -506,7 +499,7 @@ void migration_qemu_event(Migration *m, const char *status) {
                         continue_switchover(m);
         } else if (strcmp(status, "completed") == 0) {
                 if (d && domain_monitor(d))
-                        (void) qemu_monitor_command(domain_monitor(d), "query-migrate", NULL, 0, on_query_migrate, m);
+                        (void) qemu_monitor_command(domain_monitor(d), "query-migrate", NULL, 0, migration_on_query_migrate, m);
                 if (m->options.direct) {
                         /* The other QEMU has everything and runs the guest: ours goes. */
                         set_phase(m, MIGRATION_PHASE_CONFIRM);
@@ -960,568 +953,6 @@ int migration_start_outgoing(Domain *d, const char *destination_uri, MigrationOp
         if (r < 0) {
                 g_autofree char *msg = g_strdup_printf("cannot connect to %s: %s", destination_uri, strerror(-r));
                 source_fail(m, FERRY_ERROR_MIGRATION_FAILED, msg);
-        }
-        return 0;
-}
-
-/* ---- a restarted ferryd ---- */
-
-static void on_recover_query(QemuMonitor *mon, int error, const char *error_class, const char *error_desc,
-                             JsonNode *ret, void *userdata) {
-        Migration *m = userdata;
-        const char *status = "none";
-
-        if (m->state != MIGRATION_RUNNING)
-                return;
-        on_query_migrate(mon, error, error_class, error_desc, ret, m); /* how far it got */
-        if (error >= 0 && ret && JSON_NODE_HOLDS_OBJECT(ret))
-                status = json_object_get_string_member_with_default(json_node_get_object(ret), "status", "none");
-        log_info("Migration %u of %s: QEMU's migration is %s after the restart.", m->id, m->domain_name, status);
-        if (m->options.direct && strcmp(status, "completed") == 0) {
-                migration_qemu_event(m, status); /* the other QEMU has it: as if we had seen it */
-                return;
-        }
-        if (strcmp(status, "completed") == 0 || strcmp(status, "failed") == 0 || strcmp(status, "cancelled") == 0 ||
-            strcmp(status, "none") == 0) {
-                /* Over already (completed: QEMU sent everything, but Finish never went, so the
-                 * destination does not run the guest). */
-                source_fail(m, FERRY_ERROR_MIGRATION_FAILED, RECOVERED_MESSAGE);
-                return;
-        }
-        /* Still sending, or paused before switchover: cancel; QEMU's "cancelled" event ends it
-         * (migration_qemu_event). */
-        if (qemu_monitor_command(mon, "migrate_cancel", NULL, 0, NULL, NULL) < 0)
-                source_fail(m, FERRY_ERROR_MIGRATION_FAILED, RECOVERED_MESSAGE);
-}
-
-void migration_recover_outgoing(Domain *d, OutgoingMigrationRecord *rec) {
-        Migration *m;
-        int r;
-
-        r = migration_new(d->manager, MIGRATION_OUTGOING, d, &m);
-        if (r < 0) {
-                /* No record, still the same choices. */
-                log_error_errno(r, "Domain %s: cannot take over its interrupted migration (%m); %s.", d->def->name,
-                                rec->finish_sent ? "leaving it paused" : "cancelling QEMU's migration");
-                if (rec->finish_sent)
-                        domain_set_paused_reason(d, REASON_MIGRATION_INTERRUPTED);
-                else if (domain_monitor(d))
-                        (void) qemu_monitor_command(domain_monitor(d), "migrate_cancel", NULL, 0, NULL, NULL);
-                domain_save_live_state(d);
-                return;
-        }
-        m->destination_uri = TAKE_PTR(rec->destination_uri);
-        m->peer_migration = TAKE_PTR(rec->peer_migration);
-        m->peer_owner = TAKE_PTR(rec->peer_owner);
-        m->options.direct = rec->direct;
-        m->source_was_running = rec->source_was_running;
-        m->finish_sent = rec->finish_sent;
-        m->recovered = true;
-        m->phase = m->finish_sent ? MIGRATION_PHASE_FINISH : MIGRATION_PHASE_PERFORM;
-        manager_migration_added(d->manager, m);
-        log_warning("Domain %s was migrating to %s when ferryd stopped; %s.", d->def->name,
-                    strna(m->destination_uri), m->finish_sent ? "Finish was sent, leaving it paused" : "cancelling");
-
-        if (m->finish_sent) {
-                /* The seed's one safe choice: we cannot know whether the destination runs it. */
-                domain_set_paused_reason(d, REASON_MIGRATION_INTERRUPTED);
-                migration_end(m, MIGRATION_FAILED, FERRY_ERROR_MIGRATION_FAILED, INTERRUPTED_MESSAGE);
-                domain_save_live_state(d);
-                return;
-        }
-        /* The record stays on disk while we undo it (a crash now does it all again). */
-        r = domain_begin_migration(d, m);
-        if (r < 0) {
-                migration_end(m, MIGRATION_FAILED, FERRY_ERROR_MIGRATION_FAILED, "cannot take over the domain");
-                return;
-        }
-        /* The destination's half goes when its stream fails; tell it too, in case QEMU had sent
-         * everything already. Only the ferryd that prepared it (its unique name): a restarted
-         * one may have another migration at that path. */
-        if (!m->options.direct && m->peer_migration && m->peer_owner && m->destination_uri) {
-                _cleanup_(ferry_uri_freep) FerryUri *dest = NULL;
-                g_autofree char *address = NULL, *why = NULL;
-                if (ferry_uri_parse(m->destination_uri, &dest, &why) >= 0 &&
-                    ferry_uri_to_bus_address(dest, &address) >= 0 &&
-                    peer_open(manager_event(d->manager), address, &m->peer) < 0)
-                        log_warning("Migration %u: cannot reach %s to drop its half, ignoring.", m->id,
-                                    m->destination_uri);
-        }
-        if (!domain_monitor(d) ||
-            qemu_monitor_command(domain_monitor(d), "query-migrate", NULL, 0, on_recover_query, m) < 0)
-                source_fail(m, FERRY_ERROR_MIGRATION_FAILED, RECOVERED_MESSAGE);
-}
-
-/* ---- destination side ---- */
-
-typedef struct PrepareRequest {
-        Migration *migration;
-        MigrationPrepared done;
-        void *userdata;
-} PrepareRequest;
-
-static void on_disks_served(void *userdata, int error, const char *message) {
-        PrepareRequest *req = userdata;
-        Migration *m = req->migration;
-        Domain *d = migration_domain(m);
-        MigrationPrepared done = req->done;
-        void *ud = req->userdata;
-        free(req);
-
-        if (error < 0 || !d || m->state != MIGRATION_RUNNING) {
-                if (d && m->state == MIGRATION_RUNNING)
-                        domain_discard_incoming(d);
-                migration_end(m, MIGRATION_FAILED, FERRY_ERROR_MIGRATION_FAILED, message ?: "QEMU did not start");
-                done(ud, m, error < 0 ? error : -EIO, message ?: "QEMU did not start", NULL);
-                return;
-        }
-        (void) domain_begin_migration(d, m);
-        set_phase(m, MIGRATION_PHASE_PERFORM);
-        done(ud, m, 0, NULL, m->hypervisor_uri);
-}
-
-static void on_destination_tunnel_ready(Migration *m, int error, const char *message, const char *address) {
-        PrepareRequest *req = TAKE_PTR(m->tunnel_prepare);
-        Domain *d = migration_domain(m);
-
-        if (!req)
-                return;
-        if (error < 0) {
-                if (d && d->migration == m) {
-                        domain_end_migration(d);
-                        domain_discard_incoming(d);
-                }
-                migration_end(m, MIGRATION_FAILED, FERRY_ERROR_MIGRATION_FAILED, message);
-                req->done(req->userdata, m, error, message, NULL);
-        } else {
-                free(m->hypervisor_uri);
-                m->hypervisor_uri = strdup(address);
-                set_phase(m, MIGRATION_PHASE_PERFORM);
-                req->done(req->userdata, m, 0, NULL, address);
-        }
-        free(req);
-}
-
-static void on_incoming_started(void *userdata, int error, const char *message) {
-        PrepareRequest *req = userdata;
-        Migration *m = req->migration;
-        Domain *d = migration_domain(m);
-        MigrationPrepared done = req->done;
-        void *ud = req->userdata;
-        int r;
-        free(req);
-
-        if (error < 0 || !d) {
-                migration_end(m, MIGRATION_FAILED, FERRY_ERROR_MIGRATION_FAILED, message ?: "QEMU did not start");
-                done(ud, m, error < 0 ? error : -EIO, message ?: "QEMU did not start", NULL);
-                return;
-        }
-        if (m->storage) {
-                /* QEMU listens for the stream; now its NBD server for the disks. */
-                req = calloc(1, sizeof(*req));
-                if (!req) {
-                        domain_discard_incoming(d);
-                        migration_end(m, MIGRATION_FAILED, FERRY_ERROR_MIGRATION_FAILED, "out of memory");
-                        done(ud, m, -ENOMEM, "out of memory", NULL);
-                        return;
-                }
-                *req = (PrepareRequest) { .migration = m, .done = done, .userdata = ud };
-                storage_destination_start(m, on_disks_served, req);
-                return;
-        }
-        (void) domain_begin_migration(d, m);
-        if (m->options.tunnelled) {
-                /* The answer waits for the helper: the source connects to it, not to QEMU. */
-                r = tunnel_start_destination(m, d->uuid_string, on_destination_tunnel_ready);
-                if (r < 0) {
-                        domain_end_migration(d);
-                        domain_discard_incoming(d);
-                        migration_end(m, MIGRATION_FAILED, FERRY_ERROR_MIGRATION_FAILED, "cannot start the tunnel helper");
-                        done(ud, m, r, "cannot start the tunnel helper", NULL);
-                        return;
-                }
-                m->tunnel_prepare = g_memdup2(&(PrepareRequest) { .migration = m, .done = done, .userdata = ud },
-                                              sizeof(PrepareRequest));
-                return;
-        }
-        set_phase(m, MIGRATION_PHASE_PERFORM);
-        done(ud, m, 0, NULL, m->hypervisor_uri);
-}
-
-uint16_t migration_pick_port(Manager *manager) {
-        uint16_t min = manager->config.migration_port_min, max = manager->config.migration_port_max;
-        /* Ports of incoming migrations in progress are taken; the rest of the range is tried in
-         * order (QEMU reports a port someone else holds, and the source gets the error). */
-        for (uint32_t p = min; p <= max; p++)
-                if (!manager_incoming_port_in_use(manager, (uint16_t) p))
-                        return (uint16_t) p;
-        return 0;
-}
-
-/* Offline: the definition only, as a persistent domain here; no QEMU, nothing to finish. */
-static int prepare_offline(Manager *manager, DomainDef **defp, Domain *existing, MigrationOptions *options,
-                           MigrationPrepared done, void *userdata, char **ret_error) {
-        Domain *d = existing;
-        Migration *m;
-        int r;
-
-        if (d) {
-                r = domain_redefine(d, *defp);
-                if (r < 0)
-                        return r;
-                *defp = NULL;
-        } else {
-                r = domain_new(manager, *defp, true, &d);
-                if (r < 0)
-                        return r;
-                *defp = NULL;
-                r = domain_save_config(d);
-                if (r < 0) {
-                        domain_free(d);
-                        return r;
-                }
-                manager_domain_added(manager, d);
-        }
-        r = migration_new(manager, MIGRATION_INCOMING, d, &m);
-        if (r < 0)
-                return 0; /* the definition is in; only the record is missing */
-        m->options = *options;
-        *options = (MigrationOptions) {};
-        manager_migration_added(manager, m);
-        migration_end(m, MIGRATION_COMPLETED, NULL, NULL);
-        done(userdata, m, 0, NULL, "");
-        return 0;
-}
-
-static int prepare_parsed(Manager *manager, const char *xml, MigrationOptions *options,
-                          MigrationPrepared done, void *userdata, char **ret_error) {
-        _cleanup_(domain_def_freep) DomainDef *def = NULL;
-        _cleanup_(migration_uri_freep) MigrationUri *listen = NULL;
-        g_autofree char *listen_uri = NULL, *offer_uri = NULL, *tls_dir = NULL, *nbd_host = NULL;
-        PrepareRequest *req;
-        Domain *d, *by_name, *by_uuid;
-        Migration *m;
-        bool created = false;
-        int r;
-
-        r = domain_def_parse(xml, strlen(xml), &def, ret_error);
-        if (r < 0)
-                return r;
-        by_name = manager_find_domain_by_name(manager, def->name);
-        by_uuid = manager_find_domain_by_uuid(manager, def->uuid);
-        if (by_name != by_uuid || (by_name && domain_is_active(by_name))) {
-                *ret_error = g_strdup_printf("domain '%s' already exists here%s", def->name,
-                                             by_name && domain_is_active(by_name) ? " and is active" : " with another UUID");
-                return -EEXIST;
-        }
-        r = migration_check_postcopy_options(options, false, ret_error);
-        if (r < 0)
-                return r;
-        r = tunnel_check_destination_options(manager, options, ret_error);
-        if (r < 0)
-                return r;
-        if (options->offline)
-                return prepare_offline(manager, &def, by_name, options, done, userdata, ret_error);
-        if (options->tls) {
-                tls_dir = migration_tls_dir(manager->config_dir);
-                r = migration_tls_check_files(tls_dir, true, ret_error);
-                if (r < 0)
-                        return r;
-        }
-
-        if (options->tunnelled) {
-                /* QEMU listens on a UNIX socket for the helper; the helper takes the port. */
-                char uuid[37];
-                g_autofree char *uri = NULL;
-                domain_uuid_format(def->uuid, uuid);
-                uri = tunnel_incoming_uri(manager, uuid);
-                r = uri ? migration_uri_parse(uri, &listen, ret_error) : -ENOMEM;
-                if (r < 0)
-                        return r;
-        } else if (options->hypervisor_uri) {
-                r = migration_uri_parse(options->hypervisor_uri, &listen, ret_error);
-                if (r < 0)
-                        return r;
-        } else {
-                listen = g_new0(MigrationUri, 1);
-                listen->kind = MIGRATION_URI_TCP;
-                listen->host = NULL; /* any address */
-        }
-        /* tcp://HOST/ without a port, or none given at all: one from the configured range. */
-        if (listen->kind == MIGRATION_URI_TCP && listen->port == 0) {
-                listen->port = migration_pick_port(manager);
-                if (listen->port == 0) {
-                        *ret_error = g_strdup("no free port in the migration port range");
-                        return -EADDRINUSE;
-                }
-        }
-        if (listen->kind == MIGRATION_URI_TCP) {
-                /* listen_address: QEMU binds that address. The source connects to the hypervisor
-                 * URI's host if one was given, else to that address, else to our name (QEMU
-                 * itself then listens on every address). */
-                const char *bind_host = listen->host, *offer_host = listen->host;
-                if (options->listen_address) {
-                        bind_host = migration_ip_address_is_unspecified(options->listen_address) ? NULL :
-                                    options->listen_address;
-                        offer_host = offer_host ?: bind_host;
-                }
-                MigrationUri bind = { .kind = MIGRATION_URI_TCP, .host = (char *) bind_host, .port = listen->port };
-                MigrationUri offer = { .kind = MIGRATION_URI_TCP, .host = (char *) (offer_host ?: manager->hostname),
-                                       .port = listen->port };
-                listen_uri = migration_uri_to_qemu(&bind);
-                offer_uri = migration_uri_to_qemu(&offer);
-                nbd_host = g_strdup(offer.host);
-        } else if (options->listen_address) {
-                *ret_error = g_strdup("listen_address needs a tcp: hypervisor URI, not a unix: one");
-                return -EINVAL;
-        } else {
-                listen_uri = migration_uri_to_qemu(listen);
-                offer_uri = g_strdup(listen_uri);
-        }
-        if (!listen_uri || !offer_uri)
-                return -EINVAL;
-
-        d = by_name;
-        if (!d) {
-                DomainDef *copy = domain_def_copy(def);
-                if (!copy)
-                        return -ENOMEM;
-                r = domain_new(manager, copy, false, &d);
-                if (r < 0) {
-                        domain_def_free(copy);
-                        return r;
-                }
-                created = true;
-        }
-        r = migration_new(manager, MIGRATION_INCOMING, d, &m);
-        if (r < 0)
-                goto fail_domain;
-        m->options = *options;
-        *options = (MigrationOptions) {};
-        m->incoming_port = listen->kind == MIGRATION_URI_TCP ? listen->port : 0;
-        if (m->options.copy_storage != MIGRATION_COPY_STORAGE_NONE) {
-                r = storage_destination_new(m, nbd_host ?: manager->hostname, ret_error);
-                if (r < 0) {
-                        migration_end(m, MIGRATION_FAILED, FERRY_ERROR_MIGRATION_FAILED, *ret_error ?: strerror(-r));
-                        manager_remove_migration(manager, m);
-                        goto fail_domain;
-                }
-        }
-        m->hypervisor_uri = TAKE_PTR(offer_uri);
-        if (created)
-                manager_domain_added(manager, d);
-        manager_migration_added(manager, m);
-        set_phase(m, MIGRATION_PHASE_PREPARE);
-
-        req = calloc(1, sizeof(*req));
-        if (!req) {
-                r = -ENOMEM;
-                goto fail_migration;
-        }
-        *req = (PrepareRequest) { .migration = m, .done = done, .userdata = userdata };
-        d->incoming_def = TAKE_PTR(def);
-        d->incoming_postcopy = m->options.postcopy;
-        d->incoming_channels = m->options.parallel_connections;
-        m->postcopy = m->options.postcopy ? MIGRATION_POSTCOPY_ARMED : MIGRATION_POSTCOPY_OFF;
-        r = domain_start_incoming(d, listen_uri, tls_dir, on_incoming_started, req);
-        if (r < 0) {
-                free(req);
-                goto fail_migration;
-        }
-        return 0;
-
-fail_migration:
-        migration_end(m, MIGRATION_FAILED, FERRY_ERROR_MIGRATION_FAILED, "cannot start the incoming QEMU");
-        manager_remove_migration(manager, m);
-fail_domain:
-        if (created)
-                manager_remove_domain(manager, d);
-        return r;
-}
-
-/* copy_storage: the images are checked or created before anything else is made. */
-typedef struct ImagesStep {
-        Manager *manager;
-        char *xml;
-        MigrationOptions options;
-        MigrationPrepared done;
-        void *userdata;
-} ImagesStep;
-
-static void on_images_ready(void *userdata, int error, const char *message) {
-        ImagesStep *step = userdata;
-        g_autofree char *why = NULL;
-        int r = error;
-
-        if (r >= 0)
-                r = prepare_parsed(step->manager, step->xml, &step->options, step->done, step->userdata, &why);
-        if (r < 0) {
-                storage_remove_created(&step->options);
-                step->done(step->userdata, NULL, r, why ?: message ?: strerror(-r), NULL);
-        }
-        migration_options_done(&step->options);
-        free(step->xml);
-        free(step);
-}
-
-static int prepare_storage_then_parsed(Manager *manager, const char *xml, MigrationOptions *options,
-                                       MigrationPrepared done, void *userdata, char **ret_error) {
-        ImagesStep *step;
-        int r;
-
-        if (options->copy_storage == MIGRATION_COPY_STORAGE_NONE && !options->disk_sizes && !options->disks_uri)
-                return prepare_parsed(manager, xml, options, done, userdata, ret_error);
-        step = calloc(1, sizeof(*step));
-        if (!step)
-                return -ENOMEM;
-        *step = (ImagesStep) { .manager = manager, .xml = strdup(xml), .options = *options, .done = done,
-                               .userdata = userdata };
-        *options = (MigrationOptions) {};
-        r = step->xml ? storage_destination_images(manager, step->xml, &step->options, on_images_ready, step, ret_error)
-                      : -ENOMEM;
-        if (r < 0) {
-                *options = step->options;
-                free(step->xml);
-                free(step);
-        }
-        return r < 0 ? r : 0;
-}
-
-/* The administrator's hook (/etc/ferry/hooks/migrate NAME migrate begin -) may rewrite the
- * incoming XML or refuse it, as libvirt's qemu hook does; empty output keeps it. */
-typedef struct HookRequest {
-        Manager *manager;
-        char *xml;
-        MigrationOptions options;
-        MigrationPrepared done;
-        void *userdata;
-        Hook *hook;
-} HookRequest;
-
-static void on_migrate_hook(void *userdata, int error, const char *message, const char *output) {
-        HookRequest *req = userdata;
-        g_autofree char *why = NULL;
-        int r;
-
-        if (error < 0) {
-                why = g_strdup_printf("the migrate hook refused the domain: %s", message);
-                r = -EPERM;
-        } else {
-                const char *xml = output && output[strspn(output, " \t\r\n")] ? output : req->xml;
-                r = prepare_storage_then_parsed(req->manager, xml, &req->options, req->done, req->userdata, &why);
-        }
-        if (r < 0)
-                req->done(req->userdata, NULL, r, why ?: strerror(-r), NULL);
-        migration_options_done(&req->options);
-        hook_free(req->hook);
-        free(req->xml);
-        free(req);
-}
-
-int migration_prepare_incoming(Manager *manager, const char *xml, MigrationOptions *options,
-                               MigrationPrepared done, void *userdata, char **ret_error) {
-        _cleanup_(domain_def_freep) DomainDef *def = NULL;
-        g_autofree char *hook = g_build_filename(manager->config_dir, "hooks", "migrate", NULL);
-        HookRequest *req;
-        int r;
-
-        /* Validate before anything runs; the hook sees only XML we would accept. */
-        r = domain_def_parse(xml, strlen(xml), &def, ret_error);
-        if (r < 0)
-                return r;
-        if (!options->offline && !options->tls && !(options->tunnelled && !options->tunnel_plaintext) &&
-            manager->config.migration_force_tls) {
-                *ret_error = g_strdup("this host requires TLS for incoming migrations ([Migration] ForceTLS=yes)");
-                return -EPERM;
-        }
-        /* Refused combinations, before the hook runs or any image is made (prepare_parsed
-         * checks them again). */
-        r = migration_check_postcopy_options(options, false, ret_error);
-        if (r < 0)
-                return r;
-        if (access(hook, X_OK) < 0)
-                return prepare_storage_then_parsed(manager, xml, options, done, userdata, ret_error);
-
-        req = calloc(1, sizeof(*req));
-        if (!req)
-                return -ENOMEM;
-        *req = (HookRequest) { .manager = manager, .xml = strdup(xml), .options = *options, .done = done,
-                               .userdata = userdata };
-        *options = (MigrationOptions) {};
-        char *argv[] = { hook, def->name, (char *) "migrate", (char *) "begin", (char *) "-", NULL };
-        r = req->xml ? hook_run(manager_event(manager), argv, xml, on_migrate_hook, req, &req->hook) : -ENOMEM;
-        if (r < 0) {
-                *options = req->options;
-                free(req->xml);
-                free(req);
-                *ret_error = g_strdup("cannot run the migrate hook");
-                return r;
-        }
-        return 0;
-}
-
-typedef struct FinishRequest {
-        Migration *migration;
-        MigrationDone done;
-        void *userdata;
-} FinishRequest;
-
-static void on_incoming_running(void *userdata, int error, const char *message) {
-        FinishRequest *req = userdata;
-        Migration *m = req->migration;
-        Domain *d = migration_domain(m);
-
-        /* The seed's table: --persistent defines the domain here with the source's definition
-         * (replacing one we had); without it, a definition we had stays as it was. */
-        if (error >= 0 && d && m->options.persistent) {
-                DomainDef *def = domain_def_copy(d->live_def ?: d->def);
-                if (!def || domain_redefine(d, def) < 0) {
-                        domain_def_free(def);
-                        log_warning("Migration %u: cannot save the definition of %s here, ignoring.",
-                                    m->id, m->domain_name);
-                }
-        }
-        if (error < 0)
-                migration_end(m, MIGRATION_FAILED, FERRY_ERROR_MIGRATION_FAILED, message);
-        else if (postcopy_destination_keeps_going(m))
-                ; /* the guest runs; the end comes with QEMU's completed */
-        else {
-                set_phase(m, MIGRATION_PHASE_CONFIRM);
-                migration_end(m, MIGRATION_COMPLETED, NULL, NULL);
-        }
-        req->done(req->userdata, error, message);
-        free(req);
-}
-
-int migration_finish_incoming(Migration *m, bool success, MigrationDone done, void *userdata) {
-        Domain *d = migration_domain(m);
-        FinishRequest *req;
-        int r;
-
-        if (m->direction != MIGRATION_INCOMING || m->state != MIGRATION_RUNNING || !d)
-                return -ENOTCONN;
-        /* After the switch to post-copy this copy holds pages the source lacks. */
-        if (!success && migration_postcopy_started(m))
-                return -EBUSY;
-        set_phase(m, MIGRATION_PHASE_FINISH);
-        if (!success) {
-                domain_end_migration(d);
-                domain_discard_incoming(d);
-                migration_end(m, MIGRATION_CANCELLED, FERRY_ERROR_MIGRATION_CANCELLED, "the source gave up");
-                done(userdata, 0, NULL);
-                return 0;
-        }
-        req = calloc(1, sizeof(*req));
-        if (!req)
-                return -ENOMEM;
-        *req = (FinishRequest) { .migration = m, .done = done, .userdata = userdata };
-        domain_end_migration(d);
-        if (m->storage)
-                storage_destination_finish(m);
-        r = domain_run_after_migration(d, m->options.paused, REASON_MIGRATED, on_incoming_running, req);
-        if (r < 0) {
-                free(req);
-                return r;
         }
         return 0;
 }
