@@ -4,6 +4,7 @@
  * dbus-interfaces/org.ferry.Ferry1.Migration.xml. */
 
 #include <errno.h>
+#include <stddef.h>
 #include <inttypes.h>
 #include <string.h>
 
@@ -55,7 +56,42 @@ static int node_enumerator(sd_bus *bus, const char *path, void *userdata, char *
         return 1;
 }
 
+/* The options that are a plain flag or number; the others are checked one by one below. */
+typedef struct OptionField {
+        const char *key;
+        size_t offset;
+} OptionField;
+
+static const OptionField bool_options[] = {
+        { "paused", offsetof(MigrationOptions, paused) },
+        { "persistent", offsetof(MigrationOptions, persistent) },
+        { "undefine_source", offsetof(MigrationOptions, undefine_source) },
+        { "offline", offsetof(MigrationOptions, offline) },
+        { "direct", offsetof(MigrationOptions, direct) },
+        { "tls", offsetof(MigrationOptions, tls) },
+        { "tunnelled", offsetof(MigrationOptions, tunnelled) },
+        { "tunnel_plaintext", offsetof(MigrationOptions, tunnel_plaintext) },
+        { "auto_converge", offsetof(MigrationOptions, auto_converge) },
+        { "change_protection", offsetof(MigrationOptions, change_protection) },
+        { "postcopy", offsetof(MigrationOptions, postcopy) },
+};
+
+static const OptionField u64_options[] = {
+        { "max_bandwidth", offsetof(MigrationOptions, max_bandwidth) },
+        { "max_downtime_usec", offsetof(MigrationOptions, max_downtime_usec) },
+        { "postcopy_bandwidth", offsetof(MigrationOptions, postcopy_bandwidth) },
+        { "suspend_timeout_usec", offsetof(MigrationOptions, suspend_timeout_usec) },
+};
+
+static const OptionField *option_field(const OptionField *table, size_t n, const char *key) {
+        for (size_t i = 0; i < n; i++)
+                if (strcmp(table[i].key, key) == 0)
+                        return &table[i];
+        return NULL;
+}
+
 int migration_options_read(sd_bus_message *msg, MigrationOptions *o, sd_bus_error *error) {
+        const OptionField *f;
         const char *key;
         int r;
 
@@ -79,7 +115,13 @@ int migration_options_read(sd_bus_message *msg, MigrationOptions *o, sd_bus_erro
                         if (r < 0)                                                               \
                                 return r;                                                        \
                 } while (0)
-                if (strcmp(key, "hypervisor_uri") == 0) {
+                if ((f = option_field(bool_options, ELEMENTSOF(bool_options), key))) {
+                        int b;
+                        READ_VARIANT("b", &b);
+                        *(bool *) ((uint8_t *) o + f->offset) = b;
+                } else if ((f = option_field(u64_options, ELEMENTSOF(u64_options), key)))
+                        READ_VARIANT("t", (uint64_t *) ((uint8_t *) o + f->offset));
+                else if (strcmp(key, "hypervisor_uri") == 0) {
                         const char *s;
                         g_autofree char *why = NULL;
                         _cleanup_(migration_uri_freep) MigrationUri *u = NULL;
@@ -89,42 +131,6 @@ int migration_options_read(sd_bus_message *msg, MigrationOptions *o, sd_bus_erro
                                                          strna(why));
                         free(o->hypervisor_uri);
                         o->hypervisor_uri = strdup(s);
-                } else if (strcmp(key, "max_bandwidth") == 0)
-                        READ_VARIANT("t", &o->max_bandwidth);
-                else if (strcmp(key, "max_downtime_usec") == 0)
-                        READ_VARIANT("t", &o->max_downtime_usec);
-                else if (strcmp(key, "paused") == 0) {
-                        int b;
-                        READ_VARIANT("b", &b);
-                        o->paused = b;
-                } else if (strcmp(key, "persistent") == 0) {
-                        int b;
-                        READ_VARIANT("b", &b);
-                        o->persistent = b;
-                } else if (strcmp(key, "undefine_source") == 0) {
-                        int b;
-                        READ_VARIANT("b", &b);
-                        o->undefine_source = b;
-                } else if (strcmp(key, "offline") == 0) {
-                        int b;
-                        READ_VARIANT("b", &b);
-                        o->offline = b;
-                } else if (strcmp(key, "direct") == 0) {
-                        int b;
-                        READ_VARIANT("b", &b);
-                        o->direct = b;
-                } else if (strcmp(key, "tls") == 0) {
-                        int b;
-                        READ_VARIANT("b", &b);
-                        o->tls = b;
-                } else if (strcmp(key, "tunnelled") == 0) {
-                        int b;
-                        READ_VARIANT("b", &b);
-                        o->tunnelled = b;
-                } else if (strcmp(key, "tunnel_plaintext") == 0) {
-                        int b;
-                        READ_VARIANT("b", &b);
-                        o->tunnel_plaintext = b;
                 } else if (strcmp(key, "tunnel_token") == 0) {
                         const char *s;
                         READ_VARIANT("s", &s);
@@ -133,21 +139,7 @@ int migration_options_read(sd_bus_message *msg, MigrationOptions *o, sd_bus_erro
                         o->tunnel_token = strdup(s);
                         if (!o->tunnel_token)
                                 return -ENOMEM;
-                } else if (strcmp(key, "auto_converge") == 0) {
-                        int b;
-                        READ_VARIANT("b", &b);
-                        o->auto_converge = b;
-                } else if (strcmp(key, "change_protection") == 0) {
-                        int b;
-                        READ_VARIANT("b", &b);
-                        o->change_protection = b;
-                } else if (strcmp(key, "postcopy") == 0) {
-                        int b;
-                        READ_VARIANT("b", &b);
-                        o->postcopy = b;
-                } else if (strcmp(key, "postcopy_bandwidth") == 0)
-                        READ_VARIANT("t", &o->postcopy_bandwidth);
-                else if (strcmp(key, "parallel_connections") == 0) {
+                } else if (strcmp(key, "parallel_connections") == 0) {
                         uint32_t n;
                         READ_VARIANT("u", &n);
                         if (n < 1 || n > MIGRATION_PARALLEL_CONNECTIONS_MAX)
@@ -155,9 +147,7 @@ int migration_options_read(sd_bus_message *msg, MigrationOptions *o, sd_bus_erro
                                                          "Option 'parallel_connections' must be 1..%u, not %" PRIu32 ".",
                                                          MIGRATION_PARALLEL_CONNECTIONS_MAX, n);
                         o->parallel_connections = n;
-                } else if (strcmp(key, "suspend_timeout_usec") == 0)
-                        READ_VARIANT("t", &o->suspend_timeout_usec);
-                else if (strcmp(key, "destination_xml") == 0) {
+                } else if (strcmp(key, "destination_xml") == 0) {
                         const char *s;
                         READ_VARIANT("s", &s);
                         /* Parsed against the domain by migration_start_outgoing(). */
