@@ -41,7 +41,12 @@ static void assert_job_ended(const char *host, const char *path, const char *sta
         if (words) {
                 g_autofree char *msg = property(host, path, "ErrorMessage");
                 g_test_message("%s %s: %s", host, path, msg);
-                g_assert_nonnull(strstr(msg, words));
+                /* "A|B": either reason will do. */
+                g_auto(GStrv) alternatives = g_strsplit(words, "|", 0);
+                bool found = false;
+                for (char **w = alternatives; *w; w++)
+                        found = found || strstr(msg, *w);
+                g_assert_true(found);
         }
 }
 
@@ -142,8 +147,8 @@ static void client_done(Client *c) {
 }
 
 /* Before Perform completed: the guest runs on at the source, nothing stays at the destination. */
-static void check_killed_before_performed(Client *c) {
-        assert_job_ended("a", c->source, "failed", "went away before Perform completed");
+static void check_killed_before_performed(Client *c, const char *source_words) {
+        assert_job_ended("a", c->source, "failed", source_words);
         if (c->destination)
                 assert_job_ended("b", c->destination, "failed", "went away before Finish");
         g_autofree char *on_b = lab_domain_state("b", "web1");
@@ -184,7 +189,7 @@ static void test_other_client_refused_then_killed_after_begin(void) {
         g_assert_cmpstr(still, ==, "s \"running\"");
 
         client_kill(&c);
-        check_killed_before_performed(&c);
+        check_killed_before_performed(&c, "went away before Perform completed");
         client_done(&c);
 }
 
@@ -193,7 +198,7 @@ static void test_killed_after_prepare(void) {
         client_start(&c, "prepare", NULL);
         g_assert_nonnull(c.destination);
         client_kill(&c);
-        check_killed_before_performed(&c);
+        check_killed_before_performed(&c, "went away before Perform completed");
         client_done(&c);
 }
 
@@ -204,7 +209,9 @@ static void test_killed_during_perform(void) {
         g_autofree char *phase = property("a", c.source, "Phase");
         g_assert_cmpstr(phase, ==, "s \"perform\"");
         client_kill(&c);
-        check_killed_before_performed(&c);
+        /* Both ferryds follow the client: if b's notices first, it drops its half and a's
+         * QEMU sees the stream fail before a's ferryd sees the client go. */
+        check_killed_before_performed(&c, "went away before Perform completed|QEMU's migration failed");
         client_done(&c);
 }
 
