@@ -7,6 +7,7 @@
 
 #include <glib.h>
 #include <stdbool.h>
+#include <string.h>
 
 #include "lab-guest.h"
 
@@ -157,6 +158,21 @@ static void test_unix_sockets_only(void) {
 
         sh_ok("a", "ip link set eth0 up");
         sh_ok("b", "ip link set eth0 up");
+        lab_result_clear(&r);
+        const char *rm[] = { "rm", "-rf", shared, NULL };
+        lab_local(rm, &r);
+}
+
+/* --desturi or the positional DEST-URI: exactly one of the two. */
+static void test_desturi_usage(void) {
+        g_auto(LabResult) r = {};
+
+        CTL("a", &r, "migrate", "--p2p", "--desturi", LAB_TO_B, "ux1", LAB_TO_B);
+        g_assert_cmpint(r.status, ==, 2);
+        g_assert_nonnull(strstr(r.err, "--desturi DEST-URI DOMAIN"));
+        lab_result_clear(&r);
+        CTL("a", &r, "migrate", "--p2p", "ux1");
+        g_assert_cmpint(r.status, ==, 2);
 }
 
 int main(int argc, char *argv[]) {
@@ -164,6 +180,7 @@ int main(int argc, char *argv[]) {
         g_test_init(&argc, &argv, NULL);
 
         g_test_add_func("/lab/unix/sockets-only", test_unix_sockets_only);
+        g_test_add_func("/lab/unix/desturi-usage", test_desturi_usage);
 
         return lab_run("unix", hosts);
 }
