@@ -214,7 +214,7 @@ void ctl_domain_help(void) {
                "          [--postcopy [--postcopy-after-precopy] [--postcopy-bandwidth MiB]] [--postcopy-resume]\n"
                "          [--parallel [--parallel-connections N]]\n"
                "          [--copy-storage-all | --copy-storage-inc] [--migrate-disks vda,vdb] [--disks-uri URI | --disks-port N]\n"
-               "          DOMAIN DEST-URI\n"
+               "          DOMAIN DEST-URI  (or --desturi DEST-URI DOMAIN)\n"
                "                                 live-migrate to another host's ferryd (peer to peer)\n");
 }
 

@@ -113,12 +113,13 @@ static int migrate_args_parse(int argc, char **argv, MigrateArgs *a) {
                O_UNDEFINE_SOURCE, O_OFFLINE, O_DIRECT, O_TLS, O_AUTO_CONVERGE, O_XML, O_DNAME, O_CHANGE_PROTECTION,
                O_LISTEN_ADDRESS, O_TIMEOUT, O_COPY_STORAGE_ALL, O_COPY_STORAGE_INC, O_MIGRATE_DISKS, O_DISKS_URI,
                O_DISKS_PORT, O_POSTCOPY, O_POSTCOPY_AFTER_PRECOPY, O_POSTCOPY_BANDWIDTH, O_POSTCOPY_RESUME, O_PARALLEL,
-               O_PARALLEL_CONNECTIONS, O_TUNNELLED, O_TUNNEL_PLAINTEXT };
+               O_PARALLEL_CONNECTIONS, O_TUNNELLED, O_TUNNEL_PLAINTEXT, O_DESTURI };
         static const struct option options[] = {
                 { "p2p", no_argument, NULL, O_P2P },
                 { "live", no_argument, NULL, O_LIVE },
                 { "verbose", no_argument, NULL, O_VERBOSE },
                 { "bandwidth", required_argument, NULL, O_BANDWIDTH },
+                { "desturi", required_argument, NULL, O_DESTURI },
                 { "migrateuri", required_argument, NULL, O_MIGRATEURI },
                 { "suspend", no_argument, NULL, O_SUSPEND },
                 { "max-downtime", required_argument, NULL, O_DOWNTIME },
@@ -192,6 +193,9 @@ static int migrate_args_parse(int argc, char **argv, MigrateArgs *a) {
                         break;
                 case O_CHANGE_PROTECTION:
                         a->change_protection = true;
+                        break;
+                case O_DESTURI:
+                        a->destination = optarg;
                         break;
                 case O_MIGRATEURI:
                         a->migrateuri = optarg;
@@ -295,8 +299,10 @@ static int migrate_args_parse(int argc, char **argv, MigrateArgs *a) {
                 default:
                         return CTL_USAGE_ERROR;
                 }
-        if (argc - optind != 2) {
-                fprintf(stderr, "error: usage: ferryctl migrate [OPTIONS] DOMAIN DEST-URI\n");
+        /* virsh spells the destination --desturi; the positional form stays: one of the two. */
+        if (argc - optind != (a->destination ? 1 : 2)) {
+                fprintf(stderr, "error: usage: ferryctl migrate [OPTIONS] DOMAIN DEST-URI, or "
+                                "ferryctl migrate [OPTIONS] --desturi DEST-URI DOMAIN\n");
                 return CTL_USAGE_ERROR;
         }
         if (a->p2p && a->direct) {
@@ -330,7 +336,8 @@ static int migrate_args_parse(int argc, char **argv, MigrateArgs *a) {
                 return CTL_USAGE_ERROR;
         }
         a->domain = argv[optind];
-        a->destination = argv[optind + 1];
+        if (!a->destination)
+                a->destination = argv[optind + 1];
         return 0;
 }
 
