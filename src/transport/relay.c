@@ -192,6 +192,9 @@ static int tls_fail(RelayDirection *d, ssize_t r, int *ret_gnutls_error, const c
         *ret_gnutls_error = (int) r;
         if (r == GNUTLS_E_PREMATURE_TERMINATION)
                 return fail_protocol(d, EPIPE, "the peer's connection ended without TLS close_notify (the peer helper died?)");
+        /* What GnuTLS says when the connection ends inside a record, as a killed sender leaves it. */
+        if (r == GNUTLS_E_UNEXPECTED_PACKET_LENGTH)
+                return fail_protocol(d, EPIPE, "the peer's connection ended in the middle of a TLS record (the peer helper died?)");
         if (r == GNUTLS_E_PUSH_ERROR || r == GNUTLS_E_PULL_ERROR)
                 return fail(d, ECONNRESET, what);
         return fail(d, EPROTO, what);
