@@ -309,6 +309,18 @@ static int read_migrate_call(sd_bus_message *msg, Domain *d, const char **ret_ur
         return 1;
 }
 
+/* A migration that could not start, as the caller sees it (why: the model's explanation). */
+static int migrate_start_error(sd_bus_error *error, int r, const char *why, Domain *d) {
+        if (r == -EINVAL)
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Cannot migrate: %s", strna(why));
+        if (r == -E2BIG)
+                return sd_bus_error_setf(error, SD_BUS_ERROR_LIMITS_EXCEEDED,
+                                         "Too many migrations at once (at most %u).", MIGRATIONS_MAX);
+        if (r == -EIO && why) /* the job existed and failed at once (MigrateBegin) */
+                return sd_bus_error_setf(error, FERRY_ERROR_MIGRATION_FAILED, "Cannot migrate: %s", why);
+        return errno_to_bus(error, r, "migrate", d);
+}
+
 static int method_migrate(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
         _cleanup_(migration_options_done) MigrationOptions options = {};
         g_autofree char *why = NULL;
@@ -322,13 +334,8 @@ static int method_migrate(sd_bus_message *msg, void *userdata, sd_bus_error *err
                 return r < 0 ? r : 1; /* 1: polkit answers later, the call comes again */
 
         r = migration_start_outgoing(d, uri, &options, &mig, &why);
-        if (r == -EINVAL)
-                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Cannot migrate: %s", strna(why));
-        if (r == -E2BIG)
-                return sd_bus_error_setf(error, SD_BUS_ERROR_LIMITS_EXCEEDED,
-                                         "Too many migrations at once (at most %u).", MIGRATIONS_MAX);
         if (r < 0)
-                return errno_to_bus(error, r, "migrate", d);
+                return migrate_start_error(error, r, why, d);
         /* The job is announced already; the client may go away now, the migration goes on. */
         return sd_bus_reply_method_return(msg, "o", mig->object_path);
 }
@@ -348,15 +355,8 @@ static int method_migrate_begin(sd_bus_message *msg, void *userdata, sd_bus_erro
 
         /* Managed direct: the caller drives the other phases (Migration.Perform, .Confirm). */
         r = migration_begin_managed(d, uri, &options, sd_bus_message_get_sender(msg), &mig, &xml, &why);
-        if (r == -EINVAL)
-                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Cannot migrate: %s", strna(why));
-        if (r == -E2BIG)
-                return sd_bus_error_setf(error, SD_BUS_ERROR_LIMITS_EXCEEDED,
-                                         "Too many migrations at once (at most %u).", MIGRATIONS_MAX);
-        if (r == -EIO)
-                return sd_bus_error_setf(error, FERRY_ERROR_MIGRATION_FAILED, "Cannot migrate: %s", strna(why));
         if (r < 0)
-                return errno_to_bus(error, r, "migrate", d);
+                return migrate_start_error(error, r, why, d);
         return sd_bus_reply_method_return(msg, "os", mig->object_path, xml);
 }
 
