@@ -149,3 +149,46 @@ void lab_guest_assert_dump_checks(const char *host, const char *name, const char
         LAB_CTL(host, &r, "resume", name);
         g_assert_cmpint(r.status, ==, 0);
 }
+
+void lab_disk_guest_create(const char *host, const char *name) {
+        g_autofree char *base = lab_guest_xml(name);
+        g_autofree char *dir = lab_host_dir(host);
+        g_autofree char *file = g_strconcat(name, ".xml", NULL);
+        g_autofree char *path = g_build_filename(dir, "etc-ferry", file, NULL);
+        g_autofree char *inside = g_build_filename("/etc/ferry", file, NULL);
+        g_autofree char *image = g_strdup_printf(LAB_DISK_IMAGES "/%s.img", name);
+        g_autofree char *prepare = g_strdup_printf("mkdir -p " LAB_DISK_IMAGES " && rm -f %s && truncate -s "
+                                                   LAB_DISK_SIZE " %s", image, image);
+        g_autofree char *ready = g_strdup_printf("grep -q 'ALIVE.*disk-written' /run/ferry-test/%s.log", name);
+        g_auto(GStrv) halves = g_strsplit(base, "  </devices>", 2);
+        g_auto(LabResult) r = {};
+
+        g_assert_cmpuint(g_strv_length(halves), ==, 2);
+        g_autofree char *disk = g_strdup_printf("    <disk type='file' device='disk'>\n"
+                                                "      <driver name='qemu' type='raw'/>\n"
+                                                "      <source file='%s'/>\n"
+                                                "      <target dev='vda' bus='virtio'/>\n"
+                                                "    </disk>\n", image);
+        g_autofree char *xml = g_strconcat(halves[0], disk, "  </devices>", halves[1], NULL);
+        lab_sh(host, NULL, prepare, &r);
+        g_assert_cmpint(r.status, ==, 0);
+        lab_result_clear(&r);
+        g_assert_true(g_file_set_contents(path, xml, -1, NULL));
+        LAB_CTL(host, &r, "create", inside);
+        g_assert_cmpint(r.status, ==, 0);
+        g_assert_true(lab_wait_for(host, ready, 60000));
+}
+
+char *lab_job_property(const char *host, const char *job, const char *property) {
+        const char *argv[] = { "busctl", "get-property", "org.ferry.Ferry1", job, "org.ferry.Ferry1.Migration",
+                               property, NULL };
+        g_auto(LabResult) r = {};
+
+        lab_exec(host, NULL, argv, &r);
+        g_assert_cmpint(r.status, ==, 0);
+        g_strstrip(r.out);
+        const char *v = strchr(r.out, ' ') ? strchr(r.out, ' ') + 1 : r.out;
+        if (*v == '"')
+                return g_strndup(v + 1, strlen(v) - 2);
+        return g_strdup(v);
+}

@@ -54,3 +54,14 @@ unsigned lab_dump_assert_checks(const char *dump);
 /* The host's view of a migrated guest's RAM: suspends it, dumps it (FILE in the host's state
  * dir), checks every page of the dump and resumes it. */
 void lab_guest_assert_dump_checks(const char *host, const char *name, const char *file);
+
+/* Where the disk guests' images live inside a host: LAB_DISK_IMAGES/NAME.img, 4 MiB, raw. */
+#define LAB_DISK_IMAGES "/var/lib/ferry/images"
+#define LAB_DISK_SIZE "4M"
+
+/* Like lab_guest_create (transient), with a fresh raw image as virtio disk vda that the guest
+ * keeps rewriting; returns once the guest says it has written it. */
+void lab_disk_guest_create(const char *host, const char *name);
+
+/* A property of the Migration object at job on host, without busctl's type and quotes. */
+char *lab_job_property(const char *host, const char *job, const char *property);

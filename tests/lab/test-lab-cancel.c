@@ -30,24 +30,8 @@ static char *migrate(const char *host, const char *name, const char *dest, const
                                "sa{sv}t", dest, "1", "max_bandwidth", "t", bandwidth, "0", NULL };
         return lab_busctl_path(host, call);
 }
-
-/* A Migration property, without busctl's type and quotes. */
-static char *job_property(const char *host, const char *job, const char *property) {
-        const char *argv[] = { "busctl", "get-property", "org.ferry.Ferry1", job, "org.ferry.Ferry1.Migration",
-                               property, NULL };
-        g_auto(LabResult) r = {};
-
-        lab_exec(host, NULL, argv, &r);
-        g_assert_cmpint(r.status, ==, 0);
-        g_strstrip(r.out);
-        const char *v = strchr(r.out, ' ') ? strchr(r.out, ' ') + 1 : r.out;
-        if (*v == '"')
-                return g_strndup(v + 1, strlen(v) - 2);
-        return g_strdup(v);
-}
-
-static void assert_job_property(const char *host, const char *job, const char *property, const char *want) {
-        g_autofree char *v = job_property(host, job, property);
+static void assert_lab_job_property(const char *host, const char *job, const char *property, const char *want) {
+        g_autofree char *v = lab_job_property(host, job, property);
         g_assert_cmpstr(v, ==, want);
 }
 
@@ -99,7 +83,7 @@ static void test_cancel_in_begin(void) {
         g_assert_true(lab_wait_for("a", "test -S " SILENT_SOCKET, 10000));
 
         g_autofree char *job = migrate("a", "c1", "ferry+unix:///system?socket=" SILENT_SOCKET, "0");
-        assert_job_property("a", job, "Phase", "begin");
+        assert_lab_job_property("a", job, "Phase", "begin");
         /* The answer comes at once: ferryd does not wait for the silent peer. */
         gint64 start = g_get_monotonic_time();
         lab_result_clear(&r);
@@ -107,9 +91,9 @@ static void test_cancel_in_begin(void) {
         g_assert_cmpint(r.status, ==, 0);
         g_assert_cmpint(g_get_monotonic_time() - start, <, 10 * G_USEC_PER_SEC);
         g_assert_true(wait_job_ended("a", job, 10000));
-        assert_job_property("a", job, "State", "cancelled");
-        assert_job_property("a", job, "Phase", "begin");
-        assert_job_property("a", job, "ErrorName", "org.ferry.Ferry1.Error.MigrationCancelled");
+        assert_lab_job_property("a", job, "State", "cancelled");
+        assert_lab_job_property("a", job, "Phase", "begin");
+        assert_lab_job_property("a", job, "ErrorName", "org.ferry.Ferry1.Error.MigrationCancelled");
 
         assert_runs_on("a", "b", "c1", false);
         lab_result_clear(&r);
@@ -132,8 +116,8 @@ static void test_cancel_in_prepare(void) {
         CTL("a", &r, "domjobabort", "c2");
         g_assert_cmpint(r.status, ==, 0);
         g_assert_true(wait_job_ended("a", job, 10000));
-        assert_job_property("a", job, "State", "cancelled");
-        assert_job_property("a", job, "Phase", "prepare");
+        assert_lab_job_property("a", job, "State", "cancelled");
+        assert_lab_job_property("a", job, "Phase", "prepare");
         g_autofree char *on_a = lab_domain_state("a", "c2");
         g_assert_cmpstr(on_a, ==, "running");
 
@@ -160,9 +144,9 @@ static void test_cancel_in_perform(void) {
         cancel("a", job, &r);
         g_assert_cmpint(r.status, ==, 0);
         g_assert_true(wait_job_ended("a", job, 30000));
-        assert_job_property("a", job, "State", "cancelled");
-        assert_job_property("a", job, "Phase", "perform");
-        assert_job_property("a", job, "ErrorName", "org.ferry.Ferry1.Error.MigrationCancelled");
+        assert_lab_job_property("a", job, "State", "cancelled");
+        assert_lab_job_property("a", job, "Phase", "perform");
+        assert_lab_job_property("a", job, "ErrorName", "org.ferry.Ferry1.Error.MigrationCancelled");
         assert_runs_on("a", "b", "c3", false);
         destroy("a", "c3");
 }
@@ -191,14 +175,14 @@ static void test_cancel_refused_in_finish(void) {
         CTL("a", &r, "domjobabort", "c4");
         g_assert_cmpint(r.status, ==, 1);
         g_assert_nonnull(strstr(r.err, "org.ferry.Ferry1.Error.InvalidState"));
-        assert_job_property("a", job, "State", "running");
+        assert_lab_job_property("a", job, "State", "running");
 
         lab_result_clear(&r);
         lab_sh("b", NULL, "systemctl kill -s CONT ferryd.service", &r);
         g_assert_cmpint(r.status, ==, 0);
         g_assert_true(wait_job_ended("a", job, 60000));
-        assert_job_property("a", job, "State", "completed");
-        assert_job_property("a", job, "Phase", "confirm");
+        assert_lab_job_property("a", job, "State", "completed");
+        assert_lab_job_property("a", job, "Phase", "confirm");
         /* Confirm is done as Finish returns: nothing left to cancel. */
         lab_result_clear(&r);
         cancel("a", job, &r);

@@ -28,22 +28,6 @@ static char *start_slow_migration(const char *host, const char *name, const char
         return job;
 }
 
-
-/* A Migration property, without busctl's type and quotes. */
-static char *job_property(const char *host, const char *job, const char *property) {
-        const char *argv[] = { "busctl", "get-property", "org.ferry.Ferry1", job, "org.ferry.Ferry1.Migration",
-                               property, NULL };
-        g_auto(LabResult) r = {};
-
-        lab_exec(host, NULL, argv, &r);
-        g_assert_cmpint(r.status, ==, 0);
-        g_strstrip(r.out);
-        const char *v = strchr(r.out, ' ') ? strchr(r.out, ' ') + 1 : r.out;
-        if (*v == '"')
-                return g_strndup(v + 1, strlen(v) - 2);
-        return g_strdup(v);
-}
-
 static gboolean wait_job_ended(const char *host, const char *job, guint timeout_ms) {
         g_autofree char *ended = g_strdup_printf(
                 "! busctl get-property org.ferry.Ferry1 %s org.ferry.Ferry1.Migration State | grep -q running", job);
@@ -86,7 +70,7 @@ static void test_info_and_setspeed(void) {
         g_assert_cmpint(r.status, ==, 0);
         g_assert_true(wait_job_ended("a", job, 60000));
         g_test_message("completed %.1f s after migrate-setspeed", (g_get_monotonic_time() - start) / 1e6);
-        g_autofree char *state = job_property("a", job, "State");
+        g_autofree char *state = lab_job_property("a", job, "State");
         g_assert_cmpstr(state, ==, "completed");
         g_autofree char *on_b = lab_domain_state("b", "web1"), *on_a = lab_domain_state("a", "web1");
         g_assert_cmpstr(on_b, ==, "running");
@@ -115,13 +99,13 @@ static void test_abort(void) {
                                                     "ferry+unix:///system?socket=/run/ferry-lab-peers/a/system_bus_socket");
         CTL("b", &r, "migrate-setmaxdowntime", "web1", "500");
         g_assert_cmpint(r.status, ==, 0);
-        g_autofree char *downtime = job_property("b", job, "MaxDowntimeUSec");
+        g_autofree char *downtime = lab_job_property("b", job, "MaxDowntimeUSec");
         g_assert_cmpstr(downtime, ==, "500000");
         lab_result_clear(&r);
         CTL("b", &r, "domjobabort", "web1");
         g_assert_cmpint(r.status, ==, 0);
         g_assert_true(wait_job_ended("b", job, 30000));
-        g_autofree char *state = job_property("b", job, "State");
+        g_autofree char *state = lab_job_property("b", job, "State");
         g_assert_cmpstr(state, ==, "cancelled");
         g_autofree char *on_b = lab_domain_state("b", "web1");
         g_assert_cmpstr(on_b, ==, "running");
@@ -162,9 +146,9 @@ static void test_destination_qemu_killed(void) {
         g_assert_cmpint(r.status, ==, 0);
         g_assert_true(wait_job_ended("a", job, 30000));
 
-        g_autofree char *state = job_property("a", job, "State");
-        g_autofree char *phase = job_property("a", job, "Phase");
-        g_autofree char *message = job_property("a", job, "ErrorMessage");
+        g_autofree char *state = lab_job_property("a", job, "State");
+        g_autofree char *phase = lab_job_property("a", job, "Phase");
+        g_autofree char *message = lab_job_property("a", job, "ErrorMessage");
         g_test_message("source: %s in phase %s: %s", state, phase, message);
         g_assert_cmpstr(state, ==, "failed");
         g_assert_cmpstr(message, !=, "");
@@ -186,8 +170,8 @@ static void test_destination_ferryd_killed(void) {
         g_assert_cmpint(r.status, ==, 0);
         /* The source notices by itself (it watches the ferryd that prepared the migration). */
         g_assert_true(wait_job_ended("a", job, 10000));
-        g_autofree char *state = job_property("a", job, "State");
-        g_autofree char *message = job_property("a", job, "ErrorMessage");
+        g_autofree char *state = lab_job_property("a", job, "State");
+        g_autofree char *message = lab_job_property("a", job, "ErrorMessage");
         g_test_message("source: %s: %s", state, message);
         g_assert_cmpstr(state, ==, "failed");
         g_autofree char *on_a = lab_domain_state("a", "web4");

@@ -15,9 +15,9 @@
 #define TO_A LAB_TO_A
 #define TO_B LAB_TO_B
 #define CTL LAB_CTL
-#define IMAGES "/var/lib/ferry/images"
+#define IMAGES LAB_DISK_IMAGES
 #define IMAGE IMAGES "/st1.img"
-#define IMAGE_SIZE "4M"
+#define IMAGE_SIZE LAB_DISK_SIZE
 #define HOLD_PORT "49001"
 
 /* The path of a file of host's /var on the machine (the upper layer of the host's /var). */
@@ -30,31 +30,6 @@ static void sh_ok(const char *host, const char *script) {
         g_auto(LabResult) r = {};
         lab_sh(host, NULL, script, &r);
         g_assert_cmpint(r.status, ==, 0);
-}
-
-static void create_disk_guest(const char *host, const char *name) {
-        g_autofree char *base = lab_guest_xml(name);
-        g_autofree char *dir = lab_host_dir(host);
-        g_autofree char *file = g_strconcat(name, ".xml", NULL);
-        g_autofree char *path = g_build_filename(dir, "etc-ferry", file, NULL);
-        g_autofree char *inside = g_build_filename("/etc/ferry", file, NULL);
-        g_autofree char *ready = g_strdup_printf("grep -q 'ALIVE.*disk-written' /run/ferry-test/%s.log", name);
-        g_auto(GStrv) halves = g_strsplit(base, "  </devices>", 2);
-        g_auto(LabResult) r = {};
-
-        g_assert_cmpuint(g_strv_length(halves), ==, 2);
-        g_autofree char *xml = g_strconcat(halves[0],
-                                           "    <disk type='file' device='disk'>\n"
-                                           "      <driver name='qemu' type='raw'/>\n"
-                                           "      <source file='" IMAGE "'/>\n"
-                                           "      <target dev='vda' bus='virtio'/>\n"
-                                           "    </disk>\n"
-                                           "  </devices>", halves[1], NULL);
-        sh_ok(host, "mkdir -p " IMAGES " && rm -f " IMAGE " && truncate -s " IMAGE_SIZE " " IMAGE);
-        g_assert_true(g_file_set_contents(path, xml, -1, NULL));
-        LAB_CTL(host, &r, "create", inside);
-        g_assert_cmpint(r.status, ==, 0);
-        g_assert_true(lab_wait_for(host, ready, 60000));
 }
 
 static void disk_assert_checks(const char *image) {
@@ -80,7 +55,7 @@ static void test_copy_all_byte_for_byte(void) {
         g_autofree char *src = var_file("a", "lib/ferry/images/st1.img");
         g_autofree char *dst = var_file("b", "lib/ferry/images/st1.img");
 
-        create_disk_guest("a", "st1");
+        lab_disk_guest_create("a", "st1");
         sh_ok("b", "mkdir -p " IMAGES " && rm -f " IMAGE);
         /* b has no image: it is created with the source's size and format. */
         CTL("a", &r, "migrate", "--p2p", "--copy-storage-all", "--suspend", "--verbose", "st1", TO_B);

@@ -12,7 +12,7 @@
 #include "lab-guest.h"
 
 #define CTL LAB_CTL
-#define IMAGES "/var/lib/ferry/images"
+#define IMAGES LAB_DISK_IMAGES
 #define IMAGE IMAGES "/ux1.img"
 #define MIGDIR "/tmp/migdir"
 
@@ -54,31 +54,6 @@ static void share_migdir(const char *host, const char *shared) {
         sh_ok(host, script);
 }
 
-static void create_disk_guest(const char *host, const char *name) {
-        g_autofree char *base = lab_guest_xml(name);
-        g_autofree char *dir = lab_host_dir(host);
-        g_autofree char *file = g_strconcat(name, ".xml", NULL);
-        g_autofree char *path = g_build_filename(dir, "etc-ferry", file, NULL);
-        g_autofree char *inside = g_build_filename("/etc/ferry", file, NULL);
-        g_autofree char *ready = g_strdup_printf("grep -q 'ALIVE.*disk-written' /run/ferry-test/%s.log", name);
-        g_auto(GStrv) halves = g_strsplit(base, "  </devices>", 2);
-        g_auto(LabResult) r = {};
-
-        g_assert_cmpuint(g_strv_length(halves), ==, 2);
-        g_autofree char *xml = g_strconcat(halves[0],
-                                           "    <disk type='file' device='disk'>\n"
-                                           "      <driver name='qemu' type='raw'/>\n"
-                                           "      <source file='" IMAGE "'/>\n"
-                                           "      <target dev='vda' bus='virtio'/>\n"
-                                           "    </disk>\n"
-                                           "  </devices>", halves[1], NULL);
-        sh_ok(host, "mkdir -p " IMAGES " && rm -f " IMAGE " && truncate -s 4M " IMAGE);
-        g_assert_true(g_file_set_contents(path, xml, -1, NULL));
-        CTL(host, &r, "create", inside);
-        g_assert_cmpint(r.status, ==, 0);
-        g_assert_true(lab_wait_for(host, ready, 60000));
-}
-
 static void test_unix_sockets_only(void) {
         g_autofree char *shared = shared_dir();
         g_autofree char *src = var_file("a", "lib/ferry/images/ux1.img");
@@ -98,7 +73,7 @@ static void test_unix_sockets_only(void) {
         sh_ok("b", "systemd-run --quiet --unit=migdir-ferry-sock --socket-property=ListenStream=" MIGDIR "/ferry-sock "
                    "/usr/lib/systemd/systemd-socket-proxyd /run/dbus/system_bus_socket");
 
-        create_disk_guest("a", "ux1");
+        lab_disk_guest_create("a", "ux1");
         sh_ok("b", "mkdir -p " IMAGES " && rm -f " IMAGE);
 
         /* No network route between a and b from here on. */
