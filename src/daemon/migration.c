@@ -165,6 +165,7 @@ int migration_new(Manager *manager, MigrationDirection direction, Domain *d, Mig
                 .state = MIGRATION_RUNNING,
                 .domain_name = strdup(d->def->name),
                 .domain_path = strdup(d->object_path),
+                .started_usec = (uint64_t) g_get_monotonic_time(),
         };
         if (!m->domain_name || !m->domain_path)
                 return -ENOMEM;
@@ -175,7 +176,14 @@ int migration_new(Manager *manager, MigrationDirection direction, Domain *d, Mig
         return 0;
 }
 
+/* An incoming QEMU reports no total-time: the job's own clock, since Prepare, stopped at the end. */
+static void update_incoming_elapsed(Migration *m) {
+        if (m->direction == MIGRATION_INCOMING && m->state == MIGRATION_RUNNING)
+                m->stats.elapsed_usec = (uint64_t) g_get_monotonic_time() - m->started_usec;
+}
+
 static void changed(Migration *m) {
+        update_incoming_elapsed(m);
         manager_migration_changed(m->manager, m);
 }
 
@@ -199,6 +207,7 @@ void migration_end(Migration *m, MigrationState state, const char *error_name, c
 
         if (m->state != MIGRATION_RUNNING)
                 return;
+        update_incoming_elapsed(m);
         m->state = state;
         if (error_name) {
                 free(m->error_name);

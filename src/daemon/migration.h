@@ -141,6 +141,7 @@ typedef struct Migration {
         char *tls_hostname;        /* outgoing with tls: the name the destination's certificate must carry */
         MigrationOptions options;
         MigrationStats stats;
+        uint64_t started_usec;     /* CLOCK_MONOTONIC: the destination's elapsed time (QEMU reports none there) */
         char *error_name;
         char *error_message;
 
