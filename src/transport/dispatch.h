@@ -16,9 +16,11 @@
 
 #include <stdbool.h>
 
+#include "build-config.h"
+
 #define PEER_PREAMBLE "FERRY-PEER/1\n"
 #define PEER_PREAMBLE_SIZE 13
-#define DISPATCH_DIR_DEFAULT "/run/ferry/transport"
+#define DISPATCH_DIR_DEFAULT FERRY_RUNTIME_DIR "/transport"
 #define DISPATCH_SOCKET_PREFIX "peer-"
 #define DISPATCH_HANDSHAKE_TIMEOUT_SEC_DEFAULT 10
 #define DISPATCH_IDLE_TIMEOUT_SEC_DEFAULT 60
