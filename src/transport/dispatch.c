@@ -35,6 +35,9 @@ typedef struct Pending {
         size_t off;
         char buf[PREAMBLE_SIZE];
         char peer[INET6_ADDRSTRLEN + 16];
+        /* A stream whose helper's queue was full: a datagram socket connected to that helper,
+         * which poll() reports writable once the helper has room. */
+        int helper_fd;
 } Pending;
 
 typedef struct Dispatch {
@@ -79,6 +82,7 @@ static void pending_drop(Dispatch *d, Pending *p, int level, const char *why) {
                 return;
         log_full(level, "Dropped a connection from %s: %s.", p->peer, why);
         p->fd = safe_close(p->fd);
+        p->helper_fd = safe_close(p->helper_fd);
         d->n_pending--;
         d->dropped++;
         d->status_dirty = true;
@@ -87,27 +91,54 @@ static void pending_drop(Dispatch *d, Pending *p, int level, const char *why) {
 /* The connection went where it belongs: our copy goes, without counting it as dropped. */
 static void pending_done(Dispatch *d, Pending *p) {
         p->fd = safe_close(p->fd);
+        p->helper_fd = safe_close(p->helper_fd);
         d->n_pending--;
         d->status_dirty = true;
 }
 
-/* A transport stream: to its destination helper, preamble and fd in one datagram. The helper
- * checks the preamble again; we only route. */
-static void hand_over(Dispatch *d, Pending *p) {
+/* One datagram: the preamble and the connection's fd; to sa, or on the connected helper_fd. */
+static int send_connection(int s, const struct sockaddr_un *sa, Pending *p) {
         union {
                 struct cmsghdr h;
                 uint8_t buf[CMSG_SPACE(sizeof(int))];
         } control = {};
-        struct sockaddr_un sa = { .sun_family = AF_UNIX };
         struct iovec iov = { .iov_base = p->buf, .iov_len = PREAMBLE_SIZE };
         struct msghdr mh = {
-                .msg_name = &sa, .msg_namelen = sizeof(sa),
+                .msg_name = (void *) sa, .msg_namelen = sa ? sizeof(*sa) : 0,
                 .msg_iov = &iov, .msg_iovlen = 1,
                 .msg_control = &control, .msg_controllen = sizeof(control),
         };
-        struct cmsghdr *cm;
+        struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+
+        cm->cmsg_level = SOL_SOCKET;
+        cm->cmsg_type = SCM_RIGHTS;
+        cm->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(cm), &p->fd, sizeof(int));
+        /* Never blocks: a helper that does not read must not stall the port. */
+        return sendmsg(s, &mh, MSG_DONTWAIT | MSG_NOSIGNAL) < 0 ? -errno : 0;
+}
+
+static int connect_helper(const struct sockaddr_un *sa, int *ret) {
+        int s = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+
+        if (s < 0)
+                return -errno;
+        if (connect(s, (const struct sockaddr *) sa, sizeof(*sa)) < 0) {
+                int r = -errno;
+                safe_close(s);
+                return r;
+        }
+        *ret = s;
+        return 0;
+}
+
+/* A transport stream: to its destination helper, preamble and fd in one datagram. The helper
+ * checks the preamble again; we only route. Called again when a full helper queue has room. */
+static void hand_over(Dispatch *d, Pending *p) {
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
         Preamble pre;
         char why[256];
+        int r;
 
         if (preamble_parse(p->buf, &pre) < 0) {
                 pending_drop(d, p, LOG_INFO, "malformed FERRY-TRANSPORT/1 preamble");
@@ -117,21 +148,31 @@ static void hand_over(Dispatch *d, Pending *p) {
                 pending_drop(d, p, LOG_WARNING, "the dispatch socket's path is too long");
                 return;
         }
-        cm = CMSG_FIRSTHDR(&mh);
-        cm->cmsg_level = SOL_SOCKET;
-        cm->cmsg_type = SCM_RIGHTS;
-        cm->cmsg_len = CMSG_LEN(sizeof(int));
-        memcpy(CMSG_DATA(cm), &p->fd, sizeof(int));
-        /* Never blocks: a helper that does not read is that helper's problem, not the port's. */
-        if (sendmsg(d->send_fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL) < 0) {
-                int e = errno;
-                if (e == ENOENT || e == ECONNREFUSED)
+        if (p->helper_fd >= 0)
+                r = send_connection(p->helper_fd, NULL, p);
+        else {
+                r = send_connection(d->send_fd, &sa, p);
+                /* The helper's queue holds net.unix.max_dgram_qlen datagrams (10 by default):
+                 * a migration with many multifd channels may fill it before the helper reads. */
+                if (r == -EAGAIN) {
+                        r = connect_helper(&sa, &p->helper_fd);
+                        if (r == 0)
+                                r = send_connection(p->helper_fd, NULL, p);
+                }
+        }
+        if (r == -EAGAIN) {
+                log_debug("Stream %u of token %.*s... waits for room in %s.", pre.index, TOKEN_LOG_LEN, pre.token,
+                          sa.sun_path);
+                return;
+        }
+        if (r < 0) {
+                if (r == -ENOENT || r == -ECONNREFUSED)
                         snprintf(why, sizeof(why), "no migration waits for token %.*s... (stream %u)", TOKEN_LOG_LEN,
                                  pre.token, pre.index);
                 else
                         snprintf(why, sizeof(why), "handing stream %u of token %.*s... to %s failed: %s", pre.index,
-                                 TOKEN_LOG_LEN, pre.token, sa.sun_path, strerror(e));
-                pending_drop(d, p, e == ENOENT || e == ECONNREFUSED ? LOG_INFO : LOG_WARNING, why);
+                                 TOKEN_LOG_LEN, pre.token, sa.sun_path, strerror(-r));
+                pending_drop(d, p, r == -ENOENT || r == -ECONNREFUSED ? LOG_INFO : LOG_WARNING, why);
                 return;
         }
         log_debug("Handed stream %u of token %.*s... from %s to %s.", pre.index, TOKEN_LOG_LEN, pre.token, p->peer,
@@ -253,7 +294,7 @@ static void accept_connections(Dispatch *d) {
                         return;
                 }
                 p = pending_free_slot(d);
-                *p = (Pending) { .fd = fd, .accepted = now_usec() };
+                *p = (Pending) { .fd = fd, .helper_fd = -EBADF, .accepted = now_usec() };
                 p->deadline = p->accepted + (uint64_t) d->config->handshake_timeout_sec * 1000000ULL;
                 describe_peer(fd, p->peer, sizeof(p->peer));
                 d->n_pending++;
@@ -366,7 +407,11 @@ static int dispatch_loop(Dispatch *d) {
                                 continue;
                         if (p->deadline < next)
                                 next = p->deadline;
-                        fds[n] = (struct pollfd) { .fd = p->fd, .events = POLLIN };
+                        /* Its preamble is read: only its helper's room is awaited. */
+                        if (p->helper_fd >= 0)
+                                fds[n] = (struct pollfd) { .fd = p->helper_fd, .events = POLLOUT };
+                        else
+                                fds[n] = (struct pollfd) { .fd = p->fd, .events = POLLIN };
                         refs[n++] = p;
                 }
 
@@ -388,9 +433,14 @@ static int dispatch_loop(Dispatch *d) {
                         }
                 }
                 /* Connections first, then new ones: a slot freed now is there for the next. */
-                for (size_t k = 1; k < n; k++)
-                        if (refs[k] && refs[k]->fd >= 0 && fds[k].revents)
+                for (size_t k = 1; k < n; k++) {
+                        if (!refs[k] || refs[k]->fd < 0 || !fds[k].revents)
+                                continue;
+                        if (refs[k]->helper_fd >= 0)
+                                hand_over(d, refs[k]);
+                        else
                                 pending_read(d, refs[k]);
+                }
                 if (n > 1 && !refs[1] && d->listen_fd >= 0 && fds[1].revents)
                         accept_connections(d);
 
@@ -420,7 +470,7 @@ int dispatch_run(const DispatchConfig *config) {
         int r, status = EXIT_DISPATCH_FAILED;
 
         for (size_t i = 0; i < DISPATCH_PENDING_MAX; i++)
-                d.pending[i].fd = -EBADF;
+                d.pending[i].fd = d.pending[i].helper_fd = -EBADF;
         signal(SIGPIPE, SIG_IGN);
         sigemptyset(&mask);
         sigaddset(&mask, SIGTERM);
@@ -452,8 +502,10 @@ int dispatch_run(const DispatchConfig *config) {
         status = dispatch_loop(&d);
 
 finish:
-        for (size_t i = 0; i < DISPATCH_PENDING_MAX; i++)
+        for (size_t i = 0; i < DISPATCH_PENDING_MAX; i++) {
                 d.pending[i].fd = safe_close(d.pending[i].fd);
+                d.pending[i].helper_fd = safe_close(d.pending[i].helper_fd);
+        }
         safe_close(d.listen_fd);
         safe_close(d.send_fd);
         safe_close(d.signal_fd);

@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <gio/gio.h>
 #include <glib.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -203,6 +204,72 @@ static void test_junk(void) {
         peer_free(peer);
 }
 
+/* More streams at once than a helper's dispatch queue holds (net.unix.max_dgram_qlen, 10 by
+ * default), as a migration with many multifd channels opens them: the dispatcher waits for room
+ * instead of dropping any. The test plays the helper (a datagram socket that reads late) and
+ * checks each fd it gets against the preamble it came with, by the byte each connection sent
+ * after its preamble, which ferry-peer must have left unread. */
+static void test_helper_queue_full(void) {
+        const char token[] = "0123456789abcdef0123456789abcdef";
+        enum { N = 24 };
+        Peer *peer = peer_start("10", "0");
+        g_autofree char *path = g_strdup_printf("%s/peer-%s.sock", peer->dir, token);
+        g_autofree char *qlen = NULL;
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        int64_t deadline = deadline_after(WAIT_MSEC);
+        int helper, conns[N];
+        bool seen[N] = {};
+
+        helper = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        g_strlcpy(sa.sun_path, path, sizeof(sa.sun_path));
+        g_assert_cmpint(bind(helper, (struct sockaddr *) &sa, sizeof(sa)), ==, 0);
+
+        for (unsigned i = 0; i < N; i++) {
+                g_autofree char *first = g_strdup_printf("FERRY-TRANSPORT/1 %s %04x P\n%c", token, i, 'A' + i);
+                conns[i] = connect_to(peer->address);
+                g_assert_cmpint(send(conns[i], first, PREAMBLE_SIZE + 1, MSG_NOSIGNAL), ==, PREAMBLE_SIZE + 1);
+        }
+        for (unsigned k = 0; k < N; k++) {
+                char preamble[PREAMBLE_SIZE + 1];
+                union {
+                        struct cmsghdr h;
+                        uint8_t buf[CMSG_SPACE(sizeof(int))];
+                } control;
+                struct iovec iov = { .iov_base = preamble, .iov_len = sizeof(preamble) };
+                struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = &control,
+                                     .msg_controllen = sizeof(control) };
+                struct pollfd pfd = { .fd = helper, .events = POLLIN };
+                struct cmsghdr *cm;
+                unsigned index;
+                char byte;
+                int fd;
+
+                g_assert_cmpint(poll(&pfd, 1, msec_left(deadline)), ==, 1);
+                g_assert_cmpint(recvmsg(helper, &mh, MSG_CMSG_CLOEXEC), ==, PREAMBLE_SIZE);
+                cm = CMSG_FIRSTHDR(&mh);
+                g_assert_nonnull(cm);
+                g_assert_cmpint(cm->cmsg_type, ==, SCM_RIGHTS);
+                memcpy(&fd, CMSG_DATA(cm), sizeof(int));
+                preamble[PREAMBLE_SIZE] = 0;
+                g_assert_cmpint(sscanf(preamble + 18 + 33, "%4x", &index), ==, 1);
+                g_assert_cmpuint(index, <, N);
+                g_assert_false(seen[index]);
+                seen[index] = true;
+                g_assert_cmpint(fcntl(fd, F_SETFL, 0), ==, 0);
+                g_assert_cmpint(recv(fd, &byte, 1, 0), ==, 1);
+                g_assert_cmpint(byte, ==, 'A' + (int) index);
+                close(fd);
+        }
+        for (unsigned i = 0; i < N; i++)
+                close(conns[i]);
+        close(helper);
+        unlink(path);
+        if (g_file_get_contents("/proc/sys/net/unix/max_dgram_qlen", &qlen, NULL, NULL) && atoi(qlen) < N)
+                assert_log_has(peer->h, "waits for room in");
+        g_assert_cmpint(peer->h->exit_status, ==, -1);
+        peer_free(peer);
+}
+
 static void echo_check(int fd, const char *text) {
         size_t n = strlen(text), got = 0;
         char buf[256];
@@ -330,6 +397,7 @@ int main(int argc, char *argv[]) {
 
         g_test_add_func("/peer/streams", test_streams);
         g_test_add_func("/peer/junk", test_junk);
+        g_test_add_func("/peer/helper-queue-full", test_helper_queue_full);
         g_test_add_func("/peer/bus-serve", test_bus_serve);
         g_test_add_func("/peer/idle-exit", test_idle_exit);
         g_test_add_func("/peer/bad-options", test_bad_options);
