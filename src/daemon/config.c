@@ -22,6 +22,7 @@ static const KnownKey known_keys[] = {
         { "Migration", "Ports" },
         { "Migration", "ForceTLS" },
         { "Migration", "TunnelPlaintext" },
+        { "Migration", "TunnelPort" },
         { "Migration", "KeepEndedSec" },
 };
 
@@ -31,6 +32,7 @@ void config_init(Config *c) {
                 .log_level = LOG_INFO,
                 .migration_port_min = CONFIG_MIGRATION_PORT_MIN_DEFAULT,
                 .migration_port_max = CONFIG_MIGRATION_PORT_MAX_DEFAULT,
+                .migration_tunnel_port = CONFIG_MIGRATION_TUNNEL_PORT_DEFAULT,
                 .migration_keep_ended_sec = CONFIG_MIGRATION_KEEP_ENDED_SEC_DEFAULT,
         };
 }
@@ -109,7 +111,7 @@ static int parse_boolean(const char *v) {
         return -EINVAL;
 }
 
-/* A plain decimal number of seconds, at most max. */
+/* A plain decimal number (of seconds, or a port), at most max. */
 static int parse_seconds(const char *v, unsigned max, unsigned *ret) {
         unsigned long long t;
         char *end;
@@ -183,6 +185,16 @@ int config_parse(Config *c, const char *text, size_t length, const char *origin)
                         return -EINVAL;
                 }
                 n.migration_tunnel_plaintext = b;
+                v = mfree(v);
+        }
+
+        if (get_string(kf, "Migration", "TunnelPort", &v) > 0) {
+                unsigned port;
+                if (parse_seconds(v, 65535, &port) < 0 || port == 0) {
+                        log_error("%s: [Migration] TunnelPort=%s is not a TCP port (1-65535).", origin, v);
+                        return -EINVAL;
+                }
+                n.migration_tunnel_port = (uint16_t) port;
                 v = mfree(v);
         }
 

@@ -11,6 +11,7 @@
 #define CONFIG_HOSTNAME_MAX 253u /* DNS name length */
 #define CONFIG_MIGRATION_PORT_MIN_DEFAULT 49152
 #define CONFIG_MIGRATION_PORT_MAX_DEFAULT 49215
+#define CONFIG_MIGRATION_TUNNEL_PORT_DEFAULT 16514 /* ferry-peer.socket's ListenStream= */
 #define CONFIG_MIGRATION_KEEP_ENDED_SEC_DEFAULT 300u
 #define CONFIG_MIGRATION_KEEP_ENDED_SEC_MAX (24u * 3600u)
 
@@ -23,6 +24,7 @@ typedef struct Config {
         uint16_t migration_port_min, migration_port_max; /* incoming migrations listen here */
         bool migration_force_tls; /* refuse to send or receive a migration stream without TLS */
         bool migration_tunnel_plaintext; /* allow tunnelled migrations without TLS (both hosts must) */
+        uint16_t migration_tunnel_port; /* the shared peer port the sources' helpers connect to */
         unsigned migration_keep_ended_sec; /* an ended Migration object stays readable this long */
 } Config;
 

@@ -19,6 +19,8 @@
 #include "systemd-units.h"
 
 #define TUNNEL_SCHEME "ferry-tunnel://"
+/* The shared peer port; its dispatcher hands each stream to <tunnel dir>/peer-<token>.sock. */
+#define PEER_SOCKET_UNIT "ferry-peer.socket"
 #define TUNNEL_TOKEN_LEN 32
 /* How long a failed source QEMU waits for its helper to say why (it usually has already). */
 #define TUNNEL_EXPLAIN_USEC (3ULL * 1000000ULL)
@@ -29,6 +31,8 @@ struct MigrationTunnel {
         char *token_path;      /* 0600, root's, under /run/ferry/transport */
         char *address;         /* destination: what the source connects to */
         char *socket_path;     /* QEMU's side: the incoming QEMU's socket or the source helper's */
+        GPtrArray *argv;       /* destination: the helper's, until the peer port is up */
+        char *dispatch_path;   /* destination: where ferry-peer hands the helper its streams */
         UnitJob *job;
         UnitWatch *watch;
         TunnelReady ready_cb;
@@ -151,7 +155,10 @@ MigrationTunnel *tunnel_free(MigrationTunnel *t) {
         free(t->unit);
         free(t->address);
         free(t->socket_path);
+        free(t->dispatch_path);
         free(t->failure);
+        if (t->argv)
+                g_ptr_array_unref(t->argv);
         return mfree(t);
 }
 
@@ -293,24 +300,51 @@ static MigrationTunnel *tunnel_new(Migration *m, TunnelReady ready) {
         return t;
 }
 
-int tunnel_start_destination(Migration *m, const char *domain_uuid, TunnelReady ready) {
-        g_autoptr(GPtrArray) argv = g_ptr_array_new_with_free_func(g_free);
-        g_autofree char *incoming = tunnel_incoming_uri(m->manager, domain_uuid);
-        MigrationTunnel *t;
-        uint16_t port;
+/* The peer port is listening (systemd's answer to StartUnit): now the helper, which the source
+ * may reach as soon as Prepare answers. */
+static void on_peer_socket_started(void *userdata, int error, const char *message) {
+        MigrationTunnel *t = userdata;
+        g_autoptr(GPtrArray) argv = TAKE_PTR(t->argv);
+        g_autofree char *msg = NULL;
+        int r;
 
-        port = migration_pick_port(m->manager);
-        if (port == 0)
-                return -EADDRINUSE;
-        m->incoming_port = port;
+        t->job = unit_job_free(t->job);
+        if (error < 0) {
+                /* Masked by the administrator (no tunnels here), or the port is taken. */
+                msg = g_strdup_printf("cannot start %s, the shared peer port %u of tunnelled migrations: %s",
+                                      PEER_SOCKET_UNIT, t->migration->manager->config.migration_tunnel_port,
+                                      message ?: strerror(-error));
+                tunnel_ready(t, error, msg);
+                return;
+        }
+        r = start_helper(t, argv);
+        if (r < 0) {
+                msg = g_strdup_printf("cannot start the tunnel helper: %s", strerror(-r));
+                tunnel_ready(t, r, msg);
+        }
+}
+
+int tunnel_start_destination(Migration *m, const char *domain_uuid, TunnelReady ready) {
+        g_autofree char *incoming = tunnel_incoming_uri(m->manager, domain_uuid);
+        g_autofree char *dir = tunnel_dir(m->manager);
+        MigrationTunnel *t;
+
+        if (!incoming)
+                return -errno ?: -EIO;
         t = tunnel_new(m, ready);
-        t->address = g_strdup_printf(TUNNEL_SCHEME "%s:%u", m->manager->hostname, port);
-        g_ptr_array_add(argv, g_strdup(FERRY_LIBEXECDIR "/ferry-transport"));
-        g_ptr_array_add(argv, g_strdup("--destination"));
+        /* No port of [Migration] Ports=: every tunnel shares the peer port, and ferry-peer finds
+         * this helper by the token in each stream's preamble. */
+        t->address = g_strdup_printf(TUNNEL_SCHEME "%s:%u", m->manager->hostname,
+                                     m->manager->config.migration_tunnel_port);
+        t->argv = g_ptr_array_new_with_free_func(g_free);
+        g_ptr_array_add(t->argv, g_strdup(FERRY_LIBEXECDIR "/ferry-transport"));
+        g_ptr_array_add(t->argv, g_strdup("--destination"));
         t->socket_path = g_strdup(incoming + strlen("unix:"));
-        g_ptr_array_add(argv, g_strdup_printf("--qemu-socket=%s", t->socket_path));
-        g_ptr_array_add(argv, g_strdup_printf("--listen=0.0.0.0:%u", port));
-        return start_helper(t, argv);
+        g_ptr_array_add(t->argv, g_strdup_printf("--qemu-socket=%s", t->socket_path));
+        t->dispatch_path = g_strdup_printf("%s/peer-%s.sock", dir, m->options.tunnel_token);
+        g_ptr_array_add(t->argv, g_strdup_printf("--dispatch-socket=%s", t->dispatch_path));
+        /* Started on demand (administrators mask it to forbid tunnels); already running is fine. */
+        return unit_start(manager_bus(m->manager), PEER_SOCKET_UNIT, on_peer_socket_started, t, &t->job);
 }
 
 /* HOST:PORT as the destination said it, checked: it becomes an argument of the helper. */
@@ -388,6 +422,9 @@ void tunnel_end(Migration *m) {
          * its work (QEMU leaves its incoming one behind). */
         if (t->socket_path)
                 (void) unlink(t->socket_path);
+        /* The helper removes it when it ends; not when it was killed. */
+        if (t->dispatch_path)
+                (void) unlink(t->dispatch_path);
         if (!t->unit)
                 return;
         /* Stopped whether or not it still runs (a helper that ended is already gone; systemd

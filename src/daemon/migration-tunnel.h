@@ -24,8 +24,9 @@ char *tunnel_incoming_uri(Manager *manager, const char *domain_uuid);
  * address is what the source's helper connects to: "ferry-tunnel://HOST:PORT". */
 typedef void (*TunnelReady)(Migration *m, int error, const char *message, const char *address);
 
-/* Destination, once QEMU listens on tunnel_incoming_uri(): starts the helper on a port of the
- * migration port range (taken as m->incoming_port). */
+/* Destination, once QEMU listens on tunnel_incoming_uri(): makes sure the shared peer port
+ * listens (starts ferry-peer.socket), then starts the helper behind it (its dispatch socket is
+ * named by the token). The address is "ferry-tunnel://HOST:<[Migration] TunnelPort=>". */
 int tunnel_start_destination(Migration *m, const char *domain_uuid, TunnelReady ready);
 /* Source, with the destination's "ferry-tunnel://HOST:PORT": starts the helper; once it is
  * ready m->hypervisor_uri is its socket. -EINVAL with *ret_error for an unusable address. */

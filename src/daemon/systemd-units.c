@@ -249,7 +249,8 @@ int unit_start_transient(sd_bus *bus, const TransientService *svc, UnitJobDone d
         return 0;
 }
 
-int unit_stop(sd_bus *bus, const char *name, UnitJobDone done, void *userdata, UnitJob **ret) {
+static int unit_job_call(sd_bus *bus, const char *method, const char *name, UnitJobDone done, void *userdata,
+                         UnitJob **ret) {
         _cleanup_(unit_job_freep) UnitJob *job = NULL;
         int r;
 
@@ -257,11 +258,19 @@ int unit_stop(sd_bus *bus, const char *name, UnitJobDone done, void *userdata, U
         if (r < 0)
                 return r;
         r = sd_bus_call_method_async(bus, &job->call, SYSTEMD_DEST, SYSTEMD_PATH, SYSTEMD_MANAGER,
-                                     "StopUnit", on_job_call_reply, job, "ss", name, "replace");
+                                     method, on_job_call_reply, job, "ss", name, "replace");
         if (r < 0)
                 return r;
         *ret = TAKE_PTR(job);
         return 0;
+}
+
+int unit_start(sd_bus *bus, const char *name, UnitJobDone done, void *userdata, UnitJob **ret) {
+        return unit_job_call(bus, "StartUnit", name, done, userdata, ret);
+}
+
+int unit_stop(sd_bus *bus, const char *name, UnitJobDone done, void *userdata, UnitJob **ret) {
+        return unit_job_call(bus, "StopUnit", name, done, userdata, ret);
 }
 
 int unit_reset_failed(sd_bus *bus, const char *name) {

@@ -36,6 +36,10 @@ typedef struct TransientService {
 int unit_start_transient(sd_bus *bus, const TransientService *svc, UnitJobDone done, void *userdata,
                          UnitJob **ret);
 
+/* StartUnit(name, "replace") of an installed unit (ferry-peer.socket); done when systemd's job
+ * finished: 0 once it is active, else -errno with a message (a masked unit: the bus error's). */
+int unit_start(sd_bus *bus, const char *name, UnitJobDone done, void *userdata, UnitJob **ret);
+
 /* StopUnit(name, "replace"): SIGTERM, escalating to SIGKILL after the unit's stop timeout. */
 int unit_stop(sd_bus *bus, const char *name, UnitJobDone done, void *userdata, UnitJob **ret);
 

@@ -4,7 +4,8 @@
  * hosts through a pair of ferry-transport helper units, with TLS (x509 under /etc/ferry/pki),
  * in plaintext where both hosts allow it, with multifd channels; a helper killed in the middle
  * or a certificate from the wrong CA fails the migration cleanly. After each, no
- * ferry-transport unit is left on either host. */
+ * ferry-transport unit is left on either host. The streams arrive on the shared peer port 16514
+ * (ferry-peer.socket, started by ferryd on demand; ferry-peer hands them to the helper). */
 
 #include <gio/gio.h>
 #include <glib/gstdio.h>
@@ -112,6 +113,23 @@ static void test_refusals(void) {
         g_assert_nonnull(strstr(r.err, "does not allow plaintext"));
         assert_stayed("a", "b", "tun1");
         assert_no_transport_units();
+        lab_result_clear(&r);
+
+        /* b's administrator forbids tunnels by masking the peer port: Prepare says so. */
+        lab_sh("b", NULL, "systemctl stop ferry-peer.socket ferry-peer.service && "
+                          "systemctl mask --runtime ferry-peer.socket", &r);
+        g_assert_cmpint(r.status, ==, 0);
+        lab_result_clear(&r);
+        CTL("a", &r, "migrate", "--p2p", "--tunnelled", "tun1", TO_B);
+        g_test_message("%s", r.err);
+        g_assert_cmpint(r.status, ==, 1);
+        g_assert_nonnull(strstr(r.err, "cannot start ferry-peer.socket"));
+        g_assert_nonnull(strstr(r.err, "masked"));
+        assert_stayed("a", "b", "tun1");
+        assert_no_transport_units();
+        lab_result_clear(&r);
+        lab_sh("b", NULL, "systemctl unmask --runtime ferry-peer.socket", &r);
+        g_assert_cmpint(r.status, ==, 0);
 }
 
 static void test_plaintext_when_allowed(void) {
@@ -218,6 +236,19 @@ static void test_cancel(void) {
         /* Cancel while both helpers carry the stream: they go with the migration. */
         g_assert_true(lab_wait_for("b", relaying, 60000));
         g_assert_true(lab_wait_for("a", "systemctl -q is-active 'ferry-transport-*.service'", 10000));
+        /* The streams came through the shared peer port: ferry-peer (and systemd) hold 16514, no
+         * helper listens on TCP itself, on no port of [Migration] Ports= or any other. */
+        g_assert_true(lab_wait_for("a", "ss -Htlnp 'sport = :16514' | grep -q '\"ferry-peer\"'", 10000));
+        lab_sh("a", NULL, "ss -Htlnp", &r);
+        g_test_message("a listens on:\n%s", r.out);
+        g_assert_cmpint(r.status, ==, 0);
+        g_assert_null(strstr(r.out, "ferry-transport"));
+        lab_result_clear(&r);
+        lab_sh("a", NULL, "systemctl show -P ExecMainPID ferry-peer.service | grep -vx 0 && "
+                          "systemctl show -P StatusText ferry-peer.service", &r);
+        g_test_message("ferry-peer: %s", r.out);
+        g_assert_cmpint(r.status, ==, 0);
+        lab_result_clear(&r);
         const char *cancel[] = { "busctl", "call", "org.ferry.Ferry1", job, "org.ferry.Ferry1.Migration", "Cancel", NULL };
         lab_exec("b", NULL, cancel, &r);
         g_assert_cmpint(r.status, ==, 0);

@@ -137,6 +137,10 @@ static void child_setup(gpointer data) {
 }
 
 Helper *helper_start(const char *name, const char *const *args) {
+        return helper_start_program(helper_path, name, args);
+}
+
+Helper *helper_start_program(const char *program, const char *name, const char *const *args) {
         g_autoptr(GPtrArray) argv = g_ptr_array_new();
         g_auto(GStrv) envp = g_get_environ();
         struct sockaddr_un sa = { .sun_family = AF_UNIX };
@@ -154,7 +158,7 @@ Helper *helper_start(const char *name, const char *const *args) {
         g_strlcpy(sa.sun_path, h->notify_path, sizeof(sa.sun_path));
         g_assert_cmpint(bind(h->notify_fd, (struct sockaddr *) &sa, sizeof(sa)), ==, 0);
 
-        g_ptr_array_add(argv, (char *) helper_path);
+        g_ptr_array_add(argv, (char *) program);
         for (size_t i = 0; args[i]; i++)
                 g_ptr_array_add(argv, (char *) args[i]);
         g_ptr_array_add(argv, NULL);

@@ -82,6 +82,8 @@ int64_t deadline_after(int msec);
 int msec_left(int64_t deadline);
 void helper_wait(Helper *h, bool until_exit);
 Helper *helper_start(const char *name, const char *const *args);
+/* The same for another program (ferry-peer), with the same notify socket and log. */
+Helper *helper_start_program(const char *program, const char *name, const char *const *args);
 void helper_free(Helper *h);
 char *helper_log(Helper *h);
 void assert_status(Helper *h, int exit_status, const char *status_prefix, const char *status_part);

@@ -68,6 +68,9 @@ static void test_invalid_keeps_old(void) {
                 "[Migration]\nForceTLS=maybe\n",
                 "[Migration]\nForceTLS=\n",
                 "[Migration]\nTunnelPlaintext=sometimes\n",
+                "[Migration]\nTunnelPort=0\n",
+                "[Migration]\nTunnelPort=65536\n",
+                "[Migration]\nTunnelPort=16514x\n",
                 "[Migration]\nKeepEndedSec=0\n",
                 "[Migration]\nKeepEndedSec=86401\n",
                 "[Migration]\nKeepEndedSec=-5\n",
@@ -122,6 +125,10 @@ static void test_force_tls(void) {
         g_assert_true(c.migration_tunnel_plaintext);
         g_assert_cmpint(parse(&c, "[Migration]\nTunnelPlaintext=1x\n"), ==, -EINVAL);
         g_assert_true(c.migration_tunnel_plaintext);
+        /* The shared peer port the destination names to the source. */
+        g_assert_cmpuint(c.migration_tunnel_port, ==, 16514);
+        g_assert_cmpint(parse(&c, "[Migration]\nTunnelPort=443\n"), ==, 0);
+        g_assert_cmpuint(c.migration_tunnel_port, ==, 443);
         config_done(&c);
 }
 
