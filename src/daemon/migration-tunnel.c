@@ -252,12 +252,37 @@ static int write_token(MigrationTunnel *t, const char *dir, const char *token) {
         return 0;
 }
 
-/* The unit, with the options both roles share. argv ends with the role's own options. */
-static int start_helper(MigrationTunnel *t, GPtrArray *argv) {
+/* The source's x509 files as credentials: systemd copies them for the helper's dynamic user.
+ * A missing file is named here; systemd would only say the unit failed. */
+static int add_source_credentials(GPtrArray *creds, const char *pki, char **ret_error) {
+        static const char *const files[] = { "ca-cert.pem", "client-cert.pem", "client-key.pem", "ca-crl.pem" };
+
+        for (size_t i = 0; i < G_N_ELEMENTS(files); i++) {
+                g_autofree char *path = g_build_filename(pki, files[i], NULL);
+                if (access(path, R_OK) < 0) {
+                        if (strcmp(files[i], "ca-crl.pem") == 0)
+                                continue; /* optional */
+                        *ret_error = g_strdup_printf("cannot read %s, which the tunnel's TLS needs: %s", path,
+                                                     strerror(errno));
+                        return -errno;
+                }
+                g_ptr_array_add(creds, g_strdup(files[i]));
+                g_ptr_array_add(creds, g_steal_pointer(&path));
+        }
+        return 0;
+}
+
+/* The unit, with the options both roles share. argv ends with the role's own options.
+ * The source runs as a dynamic user: QEMU (root) can reach its socket, and the token and x509
+ * files come as credentials. The destination stays root, in the same sandbox: it must connect
+ * to the socket the incoming QEMU (root) created (docs/transport.md, "The transient units"). */
+static int start_helper(MigrationTunnel *t, GPtrArray *argv, char **ret_error) {
         Migration *m = t->migration;
         Manager *manager = m->manager;
+        bool source = m->direction == MIGRATION_OUTGOING;
         g_autofree char *dir = tunnel_dir(manager), *pki = g_build_filename(manager->config_dir, "pki", NULL);
-        g_autofree char *description = NULL;
+        g_autofree char *description = NULL, *runtime = NULL;
+        g_autoptr(GPtrArray) creds = g_ptr_array_new_with_free_func(g_free);
         int r;
 
         if (mkdir(dir, 0700) < 0 && errno != EEXIST)
@@ -266,8 +291,20 @@ static int start_helper(MigrationTunnel *t, GPtrArray *argv) {
         if (r < 0)
                 return r;
         g_ptr_array_add(argv, g_strdup_printf("--migration=%u", m->id));
-        g_ptr_array_add(argv, g_strdup_printf("--token-file=%s", t->token_path));
-        g_ptr_array_add(argv, g_strdup_printf("--pki-dir=%s", pki));
+        if (source) {
+                g_ptr_array_add(creds, g_strdup("token"));
+                g_ptr_array_add(creds, g_strdup(t->token_path));
+                if (!m->options.tunnel_plaintext) {
+                        r = add_source_credentials(creds, pki, ret_error);
+                        if (r < 0)
+                                return r;
+                }
+                runtime = g_strdup_printf("ferry-transport-%u", m->id);
+        } else {
+                g_ptr_array_add(argv, g_strdup_printf("--token-file=%s", t->token_path));
+                g_ptr_array_add(argv, g_strdup_printf("--pki-dir=%s", pki));
+        }
+        g_ptr_array_add(creds, NULL);
         if (m->options.tunnel_plaintext)
                 g_ptr_array_add(argv, g_strdup("--plaintext"));
         g_ptr_array_add(argv, NULL);
@@ -287,7 +324,11 @@ static int start_helper(MigrationTunnel *t, GPtrArray *argv) {
                 .argv = (char **) argv->pdata,
                 .notify = true,
                 .collect_failed = true,
-                .sandbox_rw_dir = dir,
+                .sandbox = true,
+                .sandbox_rw_dir = source ? NULL : dir,
+                .dynamic_user = source,
+                .runtime_directory = runtime,
+                .credentials = source ? (char **) creds->pdata : NULL,
         };
         return unit_start_transient(manager_bus(manager), &svc, on_unit_started, t, &t->job);
 }
@@ -317,9 +358,10 @@ static void on_peer_socket_started(void *userdata, int error, const char *messag
                 tunnel_ready(t, error, msg);
                 return;
         }
-        r = start_helper(t, argv);
+        r = start_helper(t, argv, &msg);
         if (r < 0) {
-                msg = g_strdup_printf("cannot start the tunnel helper: %s", strerror(-r));
+                if (!msg)
+                        msg = g_strdup_printf("cannot start the tunnel helper: %s", strerror(-r));
                 tunnel_ready(t, r, msg);
         }
 }
@@ -369,8 +411,9 @@ static int parse_address(const char *address, char **ret_peer) {
 
 int tunnel_start_source(Migration *m, const char *address, TunnelReady ready, char **ret_error) {
         g_autoptr(GPtrArray) argv = g_ptr_array_new_with_free_func(g_free);
-        g_autofree char *peer = NULL, *dir = tunnel_dir(m->manager);
+        g_autofree char *peer = NULL;
         MigrationTunnel *t;
+        int r;
 
         if (parse_address(address, &peer) < 0) {
                 *ret_error = g_strdup_printf("the destination offered an unusable tunnel address: %s", strna(address));
@@ -378,13 +421,17 @@ int tunnel_start_source(Migration *m, const char *address, TunnelReady ready, ch
         }
         t = tunnel_new(m, ready);
         free(m->hypervisor_uri);
-        m->hypervisor_uri = g_strdup_printf("unix:%s/%u.sock", dir, m->id);
+        /* The helper's RuntimeDirectory=, made for its dynamic user by systemd. */
+        m->hypervisor_uri = g_strdup_printf("unix:/run/ferry-transport-%u/qemu.sock", m->id);
         g_ptr_array_add(argv, g_strdup(FERRY_LIBEXECDIR "/ferry-transport"));
         g_ptr_array_add(argv, g_strdup("--source"));
         t->socket_path = g_strdup(m->hypervisor_uri + strlen("unix:"));
         g_ptr_array_add(argv, g_strdup_printf("--qemu-socket=%s", t->socket_path));
         g_ptr_array_add(argv, g_strdup_printf("--peer=%s", peer));
-        return start_helper(t, argv);
+        r = start_helper(t, argv, ret_error);
+        if (r < 0 && !*ret_error)
+                *ret_error = g_strdup_printf("cannot start the tunnel helper: %s", strerror(-r));
+        return r;
 }
 
 static int on_explain_timer(sd_event_source *s, uint64_t usec, void *userdata) {

@@ -177,9 +177,22 @@ static int append_sandbox(sd_bus_message *m, const char *rw_dir) {
                                   "MemoryDenyWriteExecute", "b", 1);
         if (r < 0)
                 return r;
-        r = sd_bus_message_append(m, "(sv)", "ReadWritePaths", "as", 1, rw_dir);
+        r = sd_bus_message_append(m, "(sv)(sv)(sv)(sv)(sv)(sv)(sv)(sv)",
+                                  "PrivateDevices", "b", 1,
+                                  "ProtectKernelLogs", "b", 1,
+                                  "ProtectClock", "b", 1,
+                                  "ProtectHostname", "b", 1,
+                                  "RestrictNamespaces", "t", (uint64_t) 0, /* none may be created */
+                                  "RestrictRealtime", "b", 1,
+                                  "RestrictSUIDSGID", "b", 1,
+                                  "UMask", "u", (uint32_t) 0077);
         if (r < 0)
                 return r;
+        if (rw_dir) {
+                r = sd_bus_message_append(m, "(sv)", "ReadWritePaths", "as", 1, rw_dir);
+                if (r < 0)
+                        return r;
+        }
         r = sd_bus_message_append(m, "(sv)", "RestrictAddressFamilies", "(bas)", 1, 3, "AF_UNIX", "AF_INET", "AF_INET6");
         if (r < 0)
                 return r;
@@ -187,6 +200,29 @@ static int append_sandbox(sd_bus_message *m, const char *rw_dir) {
         if (r < 0)
                 return r;
         return sd_bus_message_append(m, "(sv)", "SystemCallFilter", "(bas)", 1, 1, "@system-service");
+}
+
+/* LoadCredential=: systemd (root) copies each file into the unit's own credentials directory,
+ * readable by its user only: the helper needs no access to the files themselves. */
+static int append_credentials(sd_bus_message *m, char **pairs) {
+        int r;
+
+        r = sd_bus_message_open_container(m, 'r', "sv");
+        if (r >= 0)
+                r = sd_bus_message_append(m, "s", "LoadCredential");
+        if (r >= 0)
+                r = sd_bus_message_open_container(m, 'v', "a(ss)");
+        if (r >= 0)
+                r = sd_bus_message_open_container(m, 'a', "(ss)");
+        for (size_t i = 0; r >= 0 && pairs[i] && pairs[i + 1]; i += 2)
+                r = sd_bus_message_append(m, "(ss)", pairs[i], pairs[i + 1]);
+        if (r >= 0)
+                r = sd_bus_message_close_container(m);
+        if (r >= 0)
+                r = sd_bus_message_close_container(m);
+        if (r >= 0)
+                r = sd_bus_message_close_container(m);
+        return r;
 }
 
 int unit_start_transient(sd_bus *bus, const TransientService *svc, UnitJobDone done, void *userdata,
@@ -228,8 +264,23 @@ int unit_start_transient(sd_bus *bus, const TransientService *svc, UnitJobDone d
                 if (r < 0)
                         return r;
         }
-        if (svc->sandbox_rw_dir) {
+        if (svc->sandbox) {
                 r = append_sandbox(m, svc->sandbox_rw_dir);
+                if (r < 0)
+                        return r;
+        }
+        if (svc->dynamic_user) {
+                r = sd_bus_message_append(m, "(sv)", "DynamicUser", "b", 1);
+                if (r < 0)
+                        return r;
+        }
+        if (svc->runtime_directory) {
+                r = sd_bus_message_append(m, "(sv)", "RuntimeDirectory", "as", 1, svc->runtime_directory);
+                if (r < 0)
+                        return r;
+        }
+        if (svc->credentials) {
+                r = append_credentials(m, svc->credentials);
                 if (r < 0)
                         return r;
         }
