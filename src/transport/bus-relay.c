@@ -11,7 +11,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -25,6 +27,8 @@
 #include "transport.h"
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(TlsConfig *, tls_config_free);
+
+#define BRIDGE_EXIT_MSEC 5000
 
 static uint64_t now_usec(void) {
         struct timespec ts;
@@ -69,6 +73,20 @@ static int wait_until(int fd, short events, uint64_t deadline) {
         }
 }
 
+/* SIGTERM and SIGINT as a file descriptor for the poll loop; blocked, so the bridge must
+ * unblock them. */
+static int signals_open(void) {
+        sigset_t mask;
+
+        sigemptyset(&mask);
+        sigaddset(&mask, SIGTERM);
+        sigaddset(&mask, SIGINT);
+        if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0)
+                return -errno;
+        int fd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+        return fd < 0 ? -errno : fd;
+}
+
 /* Returns 0 or an exit status with *ret_error. */
 static int handshake(TlsConfig *c, gnutls_session_t s, int in, int out, uint64_t deadline,
                      unsigned timeout_sec, char **ret_error) {
@@ -108,7 +126,25 @@ static int direction_failed(RelayDirection *d, int r, gnutls_session_t s, int gn
         return failf(ret_error, EXIT_TRANSPORT_PEER, "%s: %s", d->error, strerror(-r));
 }
 
-int bus_relay(int local_in, int local_out, int peer_in, int peer_out, gnutls_session_t s, char **ret_error) {
+/* Stopped by a signal: sd-bus sends SIGTERM to its unixexec: child when it closes the
+ * connection, the dispatcher may stop us. The peer gets a close_notify if it can be sent
+ * within a second (not in the middle of a record), so it sees a clean end. */
+static void say_goodbye(RelayDirection *up, gnutls_session_t s, int peer_out) {
+        uint64_t deadline = now_usec() + 1000000ULL;
+
+        if (up->done || up->buffer_off < up->buffer_len)
+                return;
+        for (;;) {
+                int r = gnutls_bye(s, GNUTLS_SHUT_WR);
+                if (r != GNUTLS_E_AGAIN && r != GNUTLS_E_INTERRUPTED)
+                        return;
+                if (wait_until(peer_out, POLLOUT, deadline) < 0)
+                        return;
+        }
+}
+
+int bus_relay(int local_in, int local_out, int peer_in, int peer_out, int signal_fd, gnutls_session_t s,
+              char **ret_error) {
         RelayDirection up, down;   /* up: local -> peer; down: peer -> local */
         int status = EXIT_TRANSPORT_FAILED, r;
 
@@ -122,12 +158,27 @@ int bus_relay(int local_in, int local_out, int peer_in, int peer_out, gnutls_ses
         }
 
         for (;;) {
-                struct pollfd fds[2];
-                unsigned n = 0;
+                struct pollfd fds[3] = { { .fd = signal_fd, .events = POLLIN } };
+                unsigned n = 1;
                 bool ready = false;
                 int gnutls_error;
 
                 r = relay_step(&up, local_in, peer_out, s, &gnutls_error);
+                if (r < 0 && !up.error_local && (down.done || down.peer_eof) && (r == -EPIPE || r == -ECONNRESET)) {
+                        /* The peer ended its direction (close_notify) and then its connection:
+                         * D-Bus has no goodbye beyond that, so it is a clean end, not a break. */
+                        up.done = true;
+                        r = 1;
+                }
+                if (r < 0 && !up.error_local) {
+                        /* Sending fails once the peer closed; the alert it sent first says why. */
+                        int down_error;
+                        int r2 = relay_step(&down, local_out, peer_in, s, &down_error);
+                        if (r2 < 0 && down_error == GNUTLS_E_FATAL_ALERT_RECEIVED) {
+                                status = direction_failed(&down, r2, s, down_error, ret_error);
+                                break;
+                        }
+                }
                 if (r < 0) {
                         status = direction_failed(&up, r, s, gnutls_error, ret_error);
                         break;
@@ -160,6 +211,13 @@ int bus_relay(int local_in, int local_out, int peer_in, int peer_out, gnutls_ses
                         status = failf(ret_error, EXIT_TRANSPORT_FAILED, "poll() failed: %s", strerror(errno));
                         break;
                 }
+                if (fds[0].revents & POLLIN) {
+                        struct signalfd_siginfo si = {};
+                        (void) read(signal_fd, &si, sizeof(si));
+                        say_goodbye(&up, s, peer_out);
+                        status = failf(ret_error, EXIT_TRANSPORT_CANCELED, "stopped by signal %u", si.ssi_signo);
+                        break;
+                }
         }
 
         relay_direction_done(&up);
@@ -186,6 +244,11 @@ static int bridge_start(const char *bridge, const struct passwd *pw, int fd, pid
                 _exit(EXIT_FAILURE);
         }
         signal(SIGPIPE, SIG_DFL);
+        {
+                sigset_t none;
+                sigemptyset(&none);
+                (void) sigprocmask(SIG_SETMASK, &none, NULL);
+        }
         if (initgroups(pw->pw_name, pw->pw_gid) < 0 || setgid(pw->pw_gid) < 0 || setuid(pw->pw_uid) < 0) {
                 log_error_errno(errno, "Cannot become user %s: %m", pw->pw_name);
                 _exit(EXIT_FAILURE);
@@ -202,6 +265,26 @@ static int bridge_start(const char *bridge, const struct passwd *pw, int fd, pid
         _exit(EXIT_FAILURE);
 }
 
+/* After a clean end the bridge has read its end of file and is exiting: it gets a moment to
+ * finish. Otherwise, or if it lingers, it must not outlive the connection it speaks for. */
+static void bridge_stop(pid_t pid, bool clean) {
+        int pidfd = (int) syscall(SYS_pidfd_open, pid, 0), ws;
+
+        if (clean && pidfd >= 0) {
+                struct pollfd p = { .fd = pidfd, .events = POLLIN };
+                while (poll(&p, 1, BRIDGE_EXIT_MSEC) < 0 && errno == EINTR)
+                        ;
+        }
+        safe_close(pidfd);
+        if (waitpid(pid, &ws, WNOHANG) != pid) {
+                (void) kill(pid, SIGTERM);
+                while (waitpid(pid, &ws, 0) < 0 && errno == EINTR)
+                        ;
+        } else if (!WIFEXITED(ws) || WEXITSTATUS(ws) != 0)
+                log_debug("The bus bridge ended with %s %i.", WIFEXITED(ws) ? "status" : "signal",
+                          WIFEXITED(ws) ? WEXITSTATUS(ws) : WTERMSIG(ws));
+}
+
 int bus_serve(const BusServeConfig *config) {
         _cleanup_(tls_config_freep) TlsConfig *tls = NULL;
         _cleanup_free_ char *error = NULL, *dn = NULL;
@@ -209,6 +292,7 @@ int bus_serve(const BusServeConfig *config) {
         struct passwd *pw;
         char peer[INET6_ADDRSTRLEN + 16];
         int pair[2] = { -EBADF, -EBADF }, status, r;
+        _cleanup_close_ int signal_fd = -EBADF;
         pid_t pid = 0;
 
         signal(SIGPIPE, SIG_IGN);
@@ -227,7 +311,8 @@ int bus_serve(const BusServeConfig *config) {
                 return EXIT_TRANSPORT_CONFIG;
         }
         if (pw->pw_uid == 0 || pw->pw_gid == 0) {
-                log_error("Bus peer %s: the bridge user %s must not be root", peer, config->bridge_user);
+                log_error("Bus peer %s: the bridge user %s has uid or gid 0, a remote host must never be root here",
+                          peer, config->bridge_user);
                 return EXIT_TRANSPORT_CONFIG;
         }
         /* fd 0 and 1 are the same connection; GnuTLS reads one and writes the other. */
@@ -272,7 +357,13 @@ int bus_serve(const BusServeConfig *config) {
 
         free(error);
         error = NULL;
-        status = bus_relay(pair[0], pair[0], STDIN_FILENO, STDOUT_FILENO, s, &error);
+        signal_fd = signals_open();
+        if (signal_fd < 0) {
+                status = EXIT_TRANSPORT_FAILED;
+                log_error_errno(signal_fd, "Bus peer %s: cannot watch signals: %m", peer);
+                goto finish;
+        }
+        status = bus_relay(pair[0], pair[0], STDIN_FILENO, STDOUT_FILENO, signal_fd, s, &error);
         if (status != 0)
                 log_error("Bus peer %s: %s", peer, strna(error));
         else
@@ -280,15 +371,8 @@ int bus_serve(const BusServeConfig *config) {
 
 finish:
         pair[0] = safe_close(pair[0]);
-        if (pid > 0) {
-                int ws;
-
-                /* Ended cleanly, the bridge has already read its end of file; otherwise it must
-                 * not outlive the connection it speaks for. */
-                (void) kill(pid, SIGTERM);
-                while (waitpid(pid, &ws, 0) < 0 && errno == EINTR)
-                        ;
-        }
+        if (pid > 0)
+                bridge_stop(pid, status == 0);
         if (s)
                 gnutls_deinit(s);
         return status;
@@ -296,9 +380,9 @@ finish:
 
 /* ---- client ---- */
 
-/* Connects and sends the preamble; *ret_connected tells whether the peer's address is worth
- * naming in messages. */
-static int peer_connect(const BusConnectConfig *config, uint64_t deadline, int *ret_fd, bool *ret_connected,
+/* Connects and sends the preamble; desc gets the peer's address once connected (it cannot be
+ * asked for after a reset). */
+static int peer_connect(const BusConnectConfig *config, uint64_t deadline, int *ret_fd, char *desc, size_t desc_size,
                         char **ret_error) {
         struct sockaddr_storage sa;
         socklen_t len;
@@ -329,7 +413,7 @@ static int peer_connect(const BusConnectConfig *config, uint64_t deadline, int *
                 return failf(ret_error, EXIT_TRANSPORT_PEER, "connecting to the peer %s failed: %s",
                              config->peer, strerror(error));
         set_nodelay(fd);
-        *ret_connected = true;
+        describe_peer(fd, desc, desc_size);
 
         while (sent < BUS_PEER_PREAMBLE_LEN) {
                 ssize_t n = send(fd, BUS_PEER_PREAMBLE + sent, BUS_PEER_PREAMBLE_LEN - sent, MSG_NOSIGNAL);
@@ -351,11 +435,11 @@ static int peer_connect(const BusConnectConfig *config, uint64_t deadline, int *
 int bus_connect(const BusConnectConfig *config) {
         _cleanup_(tls_config_freep) TlsConfig *tls = NULL;
         _cleanup_free_ char *error = NULL, *host = NULL;
-        _cleanup_close_ int fd = -EBADF;
+        _cleanup_close_ int fd = -EBADF, signal_fd = -EBADF;
         gnutls_session_t s = NULL;
         uint64_t deadline = now_usec() + (uint64_t) config->handshake_timeout_sec * 1000000ULL;
         unsigned port;
-        bool connected = false;
+        char desc[INET6_ADDRSTRLEN + 16] = "";
         int status, r;
 
         signal(SIGPIPE, SIG_IGN);
@@ -373,7 +457,7 @@ int bus_connect(const BusConnectConfig *config) {
                 return EXIT_TRANSPORT_CONFIG;
         }
 
-        status = peer_connect(config, deadline, &fd, &connected, &error);
+        status = peer_connect(config, deadline, &fd, desc, sizeof(desc), &error);
         if (status != 0)
                 goto finish;
         r = tls_session_new(tls, fd, &s);
@@ -385,15 +469,23 @@ int bus_connect(const BusConnectConfig *config) {
         if (status != 0)
                 goto finish;
         log_debug("Connected to the bus peer %s over TLS.", config->peer);
-        status = bus_relay(STDIN_FILENO, STDOUT_FILENO, fd, fd, s, &error);
+        signal_fd = signals_open();
+        if (signal_fd < 0) {
+                status = failf(&error, EXIT_TRANSPORT_FAILED, "cannot watch signals: %s", strerror(-signal_fd));
+                goto finish;
+        }
+        status = bus_relay(STDIN_FILENO, STDOUT_FILENO, fd, fd, signal_fd, s, &error);
+        if (status == EXIT_TRANSPORT_CANCELED) {
+                /* How sd-bus ends its unixexec: child when it closes the connection. */
+                log_debug("%s; the peer got close_notify.", strna(error));
+                status = 0;
+        }
 
 finish:
         if (status != 0) {
-                char desc[INET6_ADDRSTRLEN + 16];
-                if (connected) {
-                        describe_peer(fd, desc, sizeof(desc));
+                if (desc[0])
                         log_error("%s (peer %s)", strna(error), desc);
-                } else
+                else
                         log_error("%s", strna(error));
         }
         if (s)

@@ -44,6 +44,8 @@ int bus_serve(const BusServeConfig *config);
 int bus_connect(const BusConnectConfig *config);
 
 /* The relay between a local fd pair (in may equal out) and a TLS session on peer_in/peer_out,
- * both directions at once, bounded buffers, half-closes forwarded. Returns an exit status;
- * on failure *ret_error (malloc'd) says what broke. */
-int bus_relay(int local_in, int local_out, int peer_in, int peer_out, gnutls_session_t s, char **ret_error);
+ * both directions at once, bounded buffers, half-closes forwarded, until both directions
+ * ended or a signal arrives on signal_fd (EXIT_TRANSPORT_CANCELED, after a best-effort
+ * close_notify). Returns an exit status; otherwise *ret_error (malloc'd) says what broke. */
+int bus_relay(int local_in, int local_out, int peer_in, int peer_out, int signal_fd, gnutls_session_t s,
+              char **ret_error);
