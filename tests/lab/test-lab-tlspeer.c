@@ -83,9 +83,12 @@ static void test_setup(void) {
         g_test_message("%s", r.out);
         g_assert_cmpint(r.status, ==, 0);
         lab_result_clear(&r);
-        lab_sh("b", NULL, peer_port_units, &r);
-        g_test_message("%s", r.err);
-        g_assert_cmpint(r.status, ==, 0);
+        for (const char *h = "a"; h; h = g_str_equal(h, "a") ? "b" : NULL) {
+                lab_sh(h, NULL, peer_port_units, &r);
+                g_test_message("%s", r.err);
+                g_assert_cmpint(r.status, ==, 0);
+                lab_result_clear(&r);
+        }
 
         lab_guest_create("a", "tls1", false);
 }
@@ -196,6 +199,51 @@ static void test_wrong_ca(void) {
         g_assert_cmpuint(count_journal("b", "accepted with certificate"), ==, accepted);
 }
 
+/* Managed direct: ferryctl on b (root, /etc/ferry/pki) drives both ferryds, a's over TLS as
+ * ferry-peer there: Prepare and Finish are all it calls on a. */
+static void test_managed_direct(void) {
+        g_auto(LabResult) r = {};
+
+        CTL("b", &r, "migrate", "--live", "--verbose", "tls1", "ferry+tls://a:16515/system");
+        g_test_message("%s", r.err);
+        g_assert_cmpint(r.status, ==, 0);
+        g_autofree char *on_a = lab_domain_state("a", "tls1"), *on_b = lab_domain_state("b", "tls1");
+        g_assert_cmpstr(on_a, ==, "running");
+        g_assert_cmpstr(on_b, ==, "absent");
+        lab_guest_assert_intact("a", "tls1", 3, true);
+        g_assert_cmpuint(count_journal("a", "accepted with certificate \"CN=b\"; bridging it to the system bus as ferry-peer"),
+                         >=, 1);
+}
+
+/* The source ferryd's own connection refused: a's client certificate is from another CA. The
+ * migration fails, the guest stays on a, nothing is left on b. */
+static void test_migrate_refused(void) {
+        g_auto(LabResult) r = {};
+
+        lab_guest_create("a", "tls3", false);
+        lab_sh("a", NULL, "cd /etc/ferry/pki && mkdir good && cp client-*.pem good/ && "
+               "cp ../pki-wrong/client-*.pem .", &r);
+        g_assert_cmpint(r.status, ==, 0);
+        lab_result_clear(&r);
+        unsigned accepted = count_journal("b", "accepted with certificate");
+
+        CTL("a", &r, "migrate", "--p2p", "--live", "tls3", TO_B_TLS);
+        g_test_message("%s", r.err);
+        g_assert_cmpint(r.status, ==, 1);
+        g_assert_nonnull(strstr(r.err, "cannot reach ferryd at " TO_B_TLS));
+        g_autofree char *on_a = lab_domain_state("a", "tls3"), *on_b = lab_domain_state("b", "tls3");
+        g_assert_cmpstr(on_a, ==, "running");
+        g_assert_cmpstr(on_b, ==, "absent");
+        g_assert_cmpuint(count_journal("b", "accepted with certificate"), ==, accepted);
+        /* The helper's words are in a's journal (ferryd's stderr). */
+        g_assert_true(lab_wait_for("a", "journalctl -b --no-pager -o cat | "
+                                   "grep -q 'the peer refused this side (TLS alert: Certificate is bad)'", 30000));
+        lab_result_clear(&r);
+        lab_sh("a", NULL, "cd /etc/ferry/pki && mv good/*.pem . && rmdir good", &r);
+        g_assert_cmpint(r.status, ==, 0);
+        lab_guest_assert_intact("a", "tls3", 3, false);
+}
+
 int main(int argc, char *argv[]) {
         const char *hosts[] = { "a", "b", NULL };
         g_test_init(&argc, &argv, NULL);
@@ -208,6 +256,8 @@ int main(int argc, char *argv[]) {
         g_test_add_func("/lab/tlspeer/migrate", test_migrate);
         g_test_add_func("/lab/tlspeer/identity", test_identity);
         g_test_add_func("/lab/tlspeer/wrong-ca", test_wrong_ca);
+        g_test_add_func("/lab/tlspeer/managed-direct", test_managed_direct);
+        g_test_add_func("/lab/tlspeer/migrate-refused", test_migrate_refused);
 
         return lab_run("tlspeer", hosts);
 }
