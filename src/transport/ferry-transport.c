@@ -78,6 +78,8 @@ static int run_bus(bool serve, const char *connect_peer, const TransportConfig *
                    const char *bridge, const char *bridge_user) {
         const char *credentials = getenv("CREDENTIALS_DIRECTORY");
 
+        /* Not a unit of our own: a caller's NOTIFY_SOCKET (ferryd's) is not ours to write to. */
+        (void) unsetenv("NOTIFY_SOCKET");
         if (serve && connect_peer)
                 return usage_error("--bus-serve and --bus-connect exclude each other");
         if (role >= 0 || config->migration || config->qemu_socket || config->peer || config->listen ||
