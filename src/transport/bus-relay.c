@@ -416,7 +416,7 @@ static int peer_connect(const BusConnectConfig *config, uint64_t deadline, int *
         describe_peer(fd, desc, desc_size);
 
         while (sent < BUS_PEER_PREAMBLE_LEN) {
-                ssize_t n = send(fd, BUS_PEER_PREAMBLE + sent, BUS_PEER_PREAMBLE_LEN - sent, MSG_NOSIGNAL);
+                ssize_t n = send(fd, &BUS_PEER_PREAMBLE[sent], BUS_PEER_PREAMBLE_LEN - sent, MSG_NOSIGNAL);
                 if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
                         r = wait_until(fd, POLLOUT, deadline);
                         if (r < 0)
