@@ -331,7 +331,8 @@ int bus_serve(const BusServeConfig *config) {
                            now_usec() + (uint64_t) config->handshake_timeout_sec * 1000000ULL,
                            config->handshake_timeout_sec, &error);
         if (status != 0) {
-                log_error("Bus peer %s refused: %s", peer, strna(error));
+                log_error("Bus peer %s %s%s", peer, status == EXIT_TRANSPORT_REFUSED ? "refused: " : "failed: ",
+                          strna(error));
                 goto finish;
         }
         (void) tls_peer_dn(s, &dn);

@@ -215,6 +215,19 @@ static void test_managed_direct(void) {
                          >=, 1);
 }
 
+/* The tunnelled transport under a TLS peer connection: two TLS layers, each with its own job. */
+static void test_tunnelled(void) {
+        g_auto(LabResult) r = {};
+
+        CTL("a", &r, "migrate", "--p2p", "--live", "--verbose", "--tunnelled", "tls1", TO_B_TLS);
+        g_test_message("%s", r.err);
+        g_assert_cmpint(r.status, ==, 0);
+        g_autofree char *on_b = lab_domain_state("b", "tls1"), *on_a = lab_domain_state("a", "tls1");
+        g_assert_cmpstr(on_b, ==, "running");
+        g_assert_cmpstr(on_a, ==, "absent");
+        lab_guest_assert_intact("b", "tls1", 3, true);
+}
+
 /* The source ferryd's own connection refused: a's client certificate is from another CA. The
  * migration fails, the guest stays on a, nothing is left on b. */
 static void test_migrate_refused(void) {
@@ -257,6 +270,7 @@ int main(int argc, char *argv[]) {
         g_test_add_func("/lab/tlspeer/identity", test_identity);
         g_test_add_func("/lab/tlspeer/wrong-ca", test_wrong_ca);
         g_test_add_func("/lab/tlspeer/managed-direct", test_managed_direct);
+        g_test_add_func("/lab/tlspeer/tunnelled", test_tunnelled);
         g_test_add_func("/lab/tlspeer/migrate-refused", test_migrate_refused);
 
         return lab_run("tlspeer", hosts);

@@ -34,6 +34,7 @@ typedef struct BusOptions {
         const char *client_pki, *server_pki;
         const char *peer_name;
         const char *allowed_dn;
+        const char *handshake_timeout;  /* NULL: 60 */
 } BusOptions;
 
 static int listen_loopback(unsigned *ret_port) {
@@ -68,7 +69,8 @@ static Helper *server_start(int fd, const BusOptions *o) {
         g_autofree char *pki_arg = g_strdup_printf("--pki-dir=%s/%s", pki, o->server_pki ?: "destination");
         g_autofree char *bridge = g_strdup_printf("--bridge=%s", standin);
         g_autofree char *dn = o->allowed_dn ? g_strdup_printf("--allowed-dn=%s", o->allowed_dn) : NULL;
-        const char *args[] = { "--bus-serve", pki_arg, bridge, "--bridge-user=nobody", "--handshake-timeout=60", dn, NULL };
+        g_autofree char *timeout = g_strdup_printf("--handshake-timeout=%s", o->handshake_timeout ?: "60");
+        const char *args[] = { "--bus-serve", pki_arg, bridge, "--bridge-user=nobody", timeout, dn, NULL };
 
         return helper_start_with_stdio("bus-serve", args, fd);
 }
@@ -292,6 +294,26 @@ static void test_no_client_certificate(void) {
         helper_free(server);
 }
 
+/* A peer that connects and says nothing is dropped after the handshake timeout. */
+static void test_silent_peer(void) {
+        unsigned port;
+        int listen_fd = listen_loopback(&port), fd, conn;
+        struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+        Helper *server;
+
+        fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        g_assert_cmpint(connect(fd, (struct sockaddr *) &sa, sizeof(sa)), ==, 0);
+        conn = accept_timeout(listen_fd, WAIT_MSEC);
+        g_assert_cmpint(conn, >=, 0);
+        close(listen_fd);
+        server = server_start(conn, &(BusOptions) { .handshake_timeout = "1" });
+        close(conn);
+        assert_exit(server, 4, "failed: the TLS handshake did not finish within 1 s");
+        g_assert_true(wait_closed_by_peer(fd, deadline_after(WAIT_MSEC)));
+        close(fd);
+        helper_free(server);
+}
+
 static void run_config_error(const char *const *args, int stdio_fd, const char *part) {
         Helper *h = helper_start_with_stdio("bad", args, stdio_fd);
         assert_exit(h, 2, part);
@@ -345,6 +367,7 @@ int main(int argc, char *argv[]) {
         g_test_add_func("/transport/bus/wrong-name", test_wrong_name);
         g_test_add_func("/transport/bus/dn-not-allowed", test_dn_not_allowed);
         g_test_add_func("/transport/bus/no-client-certificate", test_no_client_certificate);
+        g_test_add_func("/transport/bus/silent-peer", test_silent_peer);
         g_test_add_func("/transport/bus/bad-configuration", test_bad_configuration);
 
         r = g_test_run();
