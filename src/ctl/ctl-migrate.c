@@ -478,12 +478,7 @@ static int open_destination(const char *uri, sd_bus **ret) {
                 fprintf(stderr, "error: invalid destination URI\nerror: %s\n", why ?: strerror(-r));
                 return r;
         }
-        r = ferry_uri_to_bus_address(u, &address);
-        if (r == -EOPNOTSUPP) {
-                fprintf(stderr, "error: only the source's ferryd reaches a %s destination: use --p2p\n",
-                        ferry_uri_transport_to_string(u->transport));
-                return r;
-        }
+        r = ferry_uri_to_bus_address(u, NULL, &address);
         if (r >= 0 && !address)
                 r = sd_bus_open_system(&bus);
         else if (r >= 0) {

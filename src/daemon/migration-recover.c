@@ -92,9 +92,10 @@ void migration_recover_outgoing(Domain *d, OutgoingMigrationRecord *rec) {
          * one may have another migration at that path. */
         if (!m->options.direct && m->peer_migration && m->peer_owner && m->destination_uri) {
                 _cleanup_(ferry_uri_freep) FerryUri *dest = NULL;
-                g_autofree char *address = NULL, *why = NULL;
+                g_autofree char *address = NULL, *why = NULL,
+                                 *pki = g_build_filename(d->manager->config_dir, "pki", NULL);
                 if (ferry_uri_parse(m->destination_uri, &dest, &why) >= 0 &&
-                    ferry_uri_to_bus_address(dest, &address) >= 0 &&
+                    ferry_uri_to_bus_address(dest, pki, &address) >= 0 &&
                     peer_open(manager_event(d->manager), address, &m->peer) < 0)
                         log_warning("Migration %u: cannot reach %s to drop its half, ignoring.", m->id,
                                     m->destination_uri);

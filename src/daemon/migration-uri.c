@@ -9,6 +9,7 @@
 #include <stdarg.h>
 #include <string.h>
 
+#include "build-config.h"
 #include "migration-uri.h"
 
 #define HOST_NAME_MAX_LEN 253u
@@ -556,8 +557,8 @@ static char *bus_address_escape(const char *v) {
         return g_string_free(g, false);
 }
 
-int ferry_uri_to_bus_address(const FerryUri *u, char **ret) {
-        g_autofree char *e = NULL, *destination = NULL;
+int ferry_uri_to_bus_address(const FerryUri *u, const char *pki_dir, char **ret) {
+        g_autofree char *e = NULL, *destination = NULL, *name = NULL, *dir = NULL, *host = NULL;
 
         g_return_val_if_fail(ret, -EINVAL);
 
@@ -590,7 +591,18 @@ int ferry_uri_to_bus_address(const FerryUri *u, char **ret) {
                 return 0;
 
         case FERRY_URI_TLS:
-                return -EOPNOTSUPP;
+                /* The helper connects to the peer port and speaks TLS; sd-bus talks to it over
+                 * the socket unixexec: gives it as fd 0 and 1. The certificate must carry the
+                 * host as written (without brackets for IPv6). */
+                host = host_for_uri(u->host);
+                destination = g_strdup_printf("%s:%u", host, u->port > 0 ? u->port : FERRY_PEER_PORT_DEFAULT);
+                e = bus_address_escape(destination);
+                name = bus_address_escape(u->host);
+                dir = bus_address_escape(pki_dir ?: FERRY_SYSCONF_DIR "/pki");
+                *ret = g_strdup_printf("unixexec:path=" FERRY_LIBEXECDIR "/ferry-transport,"
+                                       "argv1=--bus-connect%%3d%s,argv2=--peer-name%%3d%s,argv3=--pki-dir%%3d%s",
+                                       e, name, dir);
+                return 0;
 
         default:
                 return -EINVAL;

@@ -55,9 +55,13 @@ char *ferry_uri_to_string(const FerryUri *u);
  *   ssh   -> what systemd 252's bus_set_address_system_remote() builds for "busctl --host",
  *            "unixexec:path=ssh,argv1=-xT[,argv2=-p,argv3=PORT],argvN=--,argvN+1=[USER@]HOST,
  *            argvN+2=systemd-stdio-bridge", values escaped as sd-bus does;
- *   tls   -> -EOPNOTSUPP: the TLS peer connection is made by ferryd itself, not by sd-bus.
+ *   tls   -> "unixexec:path=LIBEXECDIR/ferry-transport,argv1=--bus-connect=HOST:PORT,
+ *            argv2=--peer-name=HOST,argv3=--pki-dir=PKI_DIR" (escaped; port 16514 by default,
+ *            an IPv6 HOST in brackets in --bus-connect only; pki_dir NULL: SYSCONFDIR/ferry/pki),
+ *            docs/migration-uris.md.
  * -EINVAL if u is not valid. */
-int ferry_uri_to_bus_address(const FerryUri *u, char **ret);
+#define FERRY_PEER_PORT_DEFAULT 16514u
+int ferry_uri_to_bus_address(const FerryUri *u, const char *pki_dir, char **ret);
 
 const char *ferry_uri_transport_to_string(FerryUriTransport t);
 

@@ -893,7 +893,8 @@ int outgoing_new(Domain *d, const char *destination_uri, MigrationOptions *optio
         }
         /* Managed direct: the client connects to the destination, not us. */
         if (dest && !managed) {
-                r = ferry_uri_to_bus_address(dest, &address);
+                g_autofree char *pki = g_build_filename(d->manager->config_dir, "pki", NULL);
+                r = ferry_uri_to_bus_address(dest, pki, &address);
                 if (r < 0)
                         return r;
         }

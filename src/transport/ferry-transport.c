@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "build-config.h"
+#include "bus-relay.h"
 #include "log.h"
 #include "macro.h"
 #include "notify.h"
@@ -21,8 +22,10 @@
 #define PKI_DIR_DEFAULT FERRY_SYSCONF_DIR "/pki"
 
 static void help(void) {
-        printf("Usage: ferry-transport --source|--destination [OPTIONS]\n\n"
-               "Carries one migration's QEMU streams between two hosts.\n\n"
+        printf("Usage: ferry-transport --source|--destination [OPTIONS]\n"
+               "       ferry-transport --bus-serve|--bus-connect=HOST[:PORT] [OPTIONS]\n\n"
+               "Carries one migration's QEMU streams between two hosts, or one D-Bus connection\n"
+               "to another host's system bus (ferry+tls://).\n\n"
                "  --source                 QEMU connects to --qemu-socket; streams go to --peer\n"
                "  --destination            streams arrive on --listen (or LISTEN_FDS) and go to\n"
                "                           QEMU's incoming socket --qemu-socket\n"
@@ -44,9 +47,16 @@ static void help(void) {
                "                           QEMU's socket)\n"
                "  --socket-context=CTX     source: socket context (default %s)\n"
                "  --handshake-timeout=SEC  limit for connect, preamble and TLS handshake (default %u)\n"
-               "  --log-level=LEVEL        err, warning, info (default), debug\n"
+               "  --log-level=LEVEL        err, warning, info (default), debug\n\n"
+               "  --bus-serve              a D-Bus peer connection on fd 0/1 (preamble consumed):\n"
+               "                           TLS server, then the bus bridge as --bridge-user\n"
+               "  --bus-connect=HOST[:PORT] connect a D-Bus client on fd 0/1 to HOST's peer port\n"
+               "                           (default port %u) over TLS; --peer-name as above\n"
+               "  --bridge=PATH            --bus-serve: the bridge (default %s)\n"
+               "  --bridge-user=USER       --bus-serve: the bridge's user (default %s)\n"
                "  --version\n",
-               PEER_PORT_DEFAULT, PKI_DIR_DEFAULT, FERRY_DEFAULT_SOCKET_CONTEXT, HANDSHAKE_TIMEOUT_SEC_DEFAULT);
+               PEER_PORT_DEFAULT, PKI_DIR_DEFAULT, FERRY_DEFAULT_SOCKET_CONTEXT, HANDSHAKE_TIMEOUT_SEC_DEFAULT,
+               PEER_PORT_DEFAULT, BUS_BRIDGE_DEFAULT, BUS_BRIDGE_USER_DEFAULT);
 }
 
 static int usage_error(const char *format, ...) _printf_(1, 2);
@@ -62,11 +72,50 @@ static int usage_error(const char *format, ...) {
         return EXIT_TRANSPORT_CONFIG;
 }
 
+/* The D-Bus peer connection modes (bus-relay.h): one TLS connection, no migration, no token. */
+static int run_bus(bool serve, const char *connect_peer, const TransportConfig *config, int role,
+                   const char *token_path, const char *pki_dir, const char *seclabel, const char *socket_context,
+                   const char *bridge, const char *bridge_user) {
+        const char *credentials = getenv("CREDENTIALS_DIRECTORY");
+
+        /* Not a unit of our own: a caller's NOTIFY_SOCKET (ferryd's) is not ours to write to. */
+        (void) unsetenv("NOTIFY_SOCKET");
+        if (serve && connect_peer)
+                return usage_error("--bus-serve and --bus-connect exclude each other");
+        if (role >= 0 || config->migration || config->qemu_socket || config->peer || config->listen ||
+            config->dispatch_socket || token_path || config->plaintext || seclabel || socket_context)
+                return usage_error("--bus-serve and --bus-connect take only --pki-dir, --handshake-timeout, "
+                                   "--log-level and their own options");
+        if (!pki_dir)
+                pki_dir = credentials ?: PKI_DIR_DEFAULT;
+
+        if (serve) {
+                if (config->peer_name)
+                        return usage_error("--peer-name is for --bus-connect");
+                return bus_serve(&(BusServeConfig) {
+                        .pki_dir = pki_dir,
+                        .allowed_dn = config->allowed_dn,
+                        .handshake_timeout_sec = config->handshake_timeout_sec,
+                        .bridge = bridge ?: BUS_BRIDGE_DEFAULT,
+                        .bridge_user = bridge_user ?: BUS_BRIDGE_USER_DEFAULT,
+                });
+        }
+        if (config->allowed_dn || bridge || bridge_user)
+                return usage_error("--allowed-dn, --bridge and --bridge-user are for --bus-serve");
+        return bus_connect(&(BusConnectConfig) {
+                .peer = connect_peer,
+                .peer_name = config->peer_name,
+                .pki_dir = pki_dir,
+                .handshake_timeout_sec = config->handshake_timeout_sec,
+        });
+}
+
 int main(int argc, char *argv[]) {
         enum {
                 ARG_SOURCE = 0x100, ARG_DESTINATION, ARG_MIGRATION, ARG_QEMU_SOCKET, ARG_PEER,
                 ARG_PEER_NAME, ARG_LISTEN, ARG_DISPATCH_SOCKET, ARG_TOKEN_FILE, ARG_PKI_DIR, ARG_ALLOWED_DN, ARG_PLAINTEXT,
                 ARG_SECLABEL, ARG_SOCKET_CONTEXT, ARG_HANDSHAKE_TIMEOUT, ARG_LOG_LEVEL, ARG_VERSION,
+                ARG_BUS_SERVE, ARG_BUS_CONNECT, ARG_BRIDGE, ARG_BRIDGE_USER,
         };
         static const struct option options[] = {
                 { "help", no_argument, NULL, 'h' },
@@ -87,6 +136,10 @@ int main(int argc, char *argv[]) {
                 { "handshake-timeout", required_argument, NULL, ARG_HANDSHAKE_TIMEOUT },
                 { "log-level", required_argument, NULL, ARG_LOG_LEVEL },
                 { "version", no_argument, NULL, ARG_VERSION },
+                { "bus-serve", no_argument, NULL, ARG_BUS_SERVE },
+                { "bus-connect", required_argument, NULL, ARG_BUS_CONNECT },
+                { "bridge", required_argument, NULL, ARG_BRIDGE },
+                { "bridge-user", required_argument, NULL, ARG_BRIDGE_USER },
                 {}
         };
         TransportConfig config = {
@@ -95,6 +148,8 @@ int main(int argc, char *argv[]) {
         _cleanup_free_ char *token_path = NULL, *pki_dir = NULL, *peer_host = NULL, *context = NULL;
         _cleanup_free_ char **allowed_dn = NULL;
         const char *seclabel = NULL, *socket_context = NULL, *credentials = getenv("CREDENTIALS_DIRECTORY");
+        const char *bus_connect_peer = NULL, *bridge = NULL, *bridge_user = NULL;
+        bool bus_serve_mode = false;
         size_t n_allowed = 0;
         int role = -1, c, r;
 
@@ -170,6 +225,18 @@ int main(int argc, char *argv[]) {
                         config.handshake_timeout_sec = (unsigned) v;
                         break;
                 }
+                case ARG_BUS_SERVE:
+                        bus_serve_mode = true;
+                        break;
+                case ARG_BUS_CONNECT:
+                        bus_connect_peer = optarg;
+                        break;
+                case ARG_BRIDGE:
+                        bridge = optarg;
+                        break;
+                case ARG_BRIDGE_USER:
+                        bridge_user = optarg;
+                        break;
                 case ARG_LOG_LEVEL:
                         r = log_level_from_string(optarg);
                         if (r < 0)
@@ -182,6 +249,12 @@ int main(int argc, char *argv[]) {
         }
         if (optind < argc)
                 return usage_error("unexpected argument %s", argv[optind]);
+        config.allowed_dn = allowed_dn;
+        if (bus_serve_mode || bus_connect_peer)
+                return run_bus(bus_serve_mode, bus_connect_peer, &config, role, token_path, pki_dir, seclabel,
+                               socket_context, bridge, bridge_user);
+        if (bridge || bridge_user)
+                return usage_error("--bridge and --bridge-user are for --bus-serve");
         if (role < 0)
                 return usage_error("one of --source and --destination is required");
         config.role = role;

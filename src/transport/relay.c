@@ -51,6 +51,12 @@ static int fail(RelayDirection *d, int error, const char *what) {
         return -abs(error);
 }
 
+/* A failure of this side's socket (QEMU's, or the local D-Bus client's), not of the peer. */
+static int fail_local(RelayDirection *d, int error, const char *what) {
+        d->error_local = true;
+        return fail(d, error, what);
+}
+
 static int fail_protocol(RelayDirection *d, int error, const char *what) {
         d->error = what;
         d->error_is_errno = false;
@@ -109,7 +115,7 @@ static int plain_to_peer(RelayDirection *d, int local_fd, int peer_fd) {
                                 return wait_for(d, local_fd, POLLIN);
                         if (errno == EINTR)
                                 continue;
-                        return fail(d, errno, "reading from QEMU's socket failed");
+                        return fail_local(d, errno, "reading from QEMU's socket failed");
                 }
                 if (n == 0)
                         d->local_eof = true;
@@ -135,7 +141,7 @@ static int plain_from_peer(RelayDirection *d, int local_fd, int peer_fd) {
                                         return wait_for(d, local_fd, POLLOUT);
                                 if (errno == EINTR)
                                         continue;
-                                return fail(d, errno, "writing to QEMU's socket failed");
+                                return fail_local(d, errno, "writing to QEMU's socket failed");
                         }
                         d->pipe_bytes -= (size_t) n;
                         d->bytes += (uint64_t) n;
@@ -178,8 +184,8 @@ static int plain_from_peer(RelayDirection *d, int local_fd, int peer_fd) {
                         return fail_protocol(d, EBADMSG, "the peer sent a frame larger than allowed");
                 if (d->frame_left == 0) {
                         /* QEMU reads the end of this direction; the other one may go on. */
-                        if (shutdown(local_fd, SHUT_WR) < 0 && errno != ENOTCONN)
-                                return fail(d, errno, "half-closing QEMU's socket failed");
+                        if (shutdown(local_fd, SHUT_WR) < 0 && errno != ENOTCONN && errno != ENOTSOCK)
+                                return fail_local(d, errno, "half-closing QEMU's socket failed");
                         d->done = true;
                         return 1;
                 }
@@ -232,7 +238,7 @@ static int tls_to_peer(RelayDirection *d, int local_fd, int peer_fd, gnutls_sess
                                 return wait_for(d, local_fd, POLLIN);
                         if (errno == EINTR)
                                 continue;
-                        return fail(d, errno, "reading from QEMU's socket failed");
+                        return fail_local(d, errno, "reading from QEMU's socket failed");
                 }
                 if (n == 0)
                         d->local_eof = true;
@@ -253,7 +259,7 @@ static int tls_from_peer(RelayDirection *d, int local_fd, int peer_fd, gnutls_se
                                         return wait_for(d, local_fd, POLLOUT);
                                 if (errno == EINTR)
                                         continue;
-                                return fail(d, errno, "writing to QEMU's socket failed");
+                                return fail_local(d, errno, "writing to QEMU's socket failed");
                         }
                         d->buffer_off += (size_t) n;
                         d->bytes += (uint64_t) n;
@@ -262,8 +268,8 @@ static int tls_from_peer(RelayDirection *d, int local_fd, int peer_fd, gnutls_se
                         continue;
                 }
                 if (d->peer_eof) {
-                        if (shutdown(local_fd, SHUT_WR) < 0 && errno != ENOTCONN)
-                                return fail(d, errno, "half-closing QEMU's socket failed");
+                        if (shutdown(local_fd, SHUT_WR) < 0 && errno != ENOTCONN && errno != ENOTSOCK)
+                                return fail_local(d, errno, "half-closing QEMU's socket failed");
                         d->done = true;
                         return 1;
                 }

@@ -15,8 +15,9 @@
  * close_notify alert (gnutls_bye(GNUTLS_SHUT_WR)), a bare TCP end is premature termination.
  *
  * Buffers are bounded: one pipe (RELAY_PIPE_SIZE) or one buffer (RELAY_BUFFER_SIZE) per
- * direction. Ends are propagated as half-closes (shutdown(SHUT_WR) towards QEMU), so post-copy's
- * return path keeps flowing the other way. */
+ * direction. Ends are propagated as half-closes (shutdown(SHUT_WR) towards QEMU; a local fd that is
+ * not a socket, a pipe, is left for the caller to close), so post-copy's return path keeps
+ * flowing the other way. */
 
 #define RELAY_PIPE_SIZE (1024 * 1024)
 #define RELAY_BUFFER_SIZE (256 * 1024)
@@ -49,6 +50,7 @@ typedef struct RelayDirection {
         uint64_t bytes;
         const char *error;    /* static text describing a failure */
         bool error_is_errno;  /* the failure is a syscall's errno (else the text says it all) */
+        bool error_local;     /* the failure is on the local socket, not the peer's */
 } RelayDirection;
 
 int relay_direction_init(RelayDirection *d, bool to_peer, bool tls);

@@ -156,7 +156,7 @@ bool tls_dn_allowed(char **patterns, const char *dn) {
         return false;
 }
 
-static int check_client_dn(TlsConfig *c, gnutls_session_t s, char **ret_error) {
+int tls_peer_dn(gnutls_session_t s, char **ret_dn) {
         const gnutls_datum_t *certs;
         unsigned n = 0;
         gnutls_x509_crt_t crt;
@@ -165,7 +165,7 @@ static int check_client_dn(TlsConfig *c, gnutls_session_t s, char **ret_error) {
 
         certs = gnutls_certificate_get_peers(s, &n);
         if (!certs || n == 0)
-                return errorf(ret_error, EACCES, "the peer sent no client certificate");
+                return -ENOENT;
         if (gnutls_x509_crt_init(&crt) < 0)
                 return -ENOMEM;
         r = gnutls_x509_crt_import(crt, &certs[0], GNUTLS_X509_FMT_DER);
@@ -173,14 +173,25 @@ static int check_client_dn(TlsConfig *c, gnutls_session_t s, char **ret_error) {
                 r = gnutls_x509_crt_get_dn3(crt, &dn, 0);
         gnutls_x509_crt_deinit(crt);
         if (r < 0)
-                return errorf(ret_error, EACCES, "cannot read the client certificate's DN: %s", gnutls_strerror(r));
-        if (!tls_dn_allowed(c->allowed_dn, (const char *) dn.data)) {
-                r = errorf(ret_error, EACCES, "the client certificate's DN \"%s\" is not in the allowed list",
-                           (const char *) dn.data);
-                gnutls_free(dn.data);
-                return r;
-        }
+                return -EBADMSG;
+        *ret_dn = strdup((const char *) dn.data);
         gnutls_free(dn.data);
+        return *ret_dn ? 0 : -ENOMEM;
+}
+
+static int check_client_dn(TlsConfig *c, gnutls_session_t s, char **ret_error) {
+        _cleanup_free_ char *dn = NULL;
+        int r;
+
+        r = tls_peer_dn(s, &dn);
+        if (r == -ENOENT)
+                return errorf(ret_error, EACCES, "the peer sent no client certificate");
+        if (r == -ENOMEM)
+                return r;
+        if (r < 0)
+                return errorf(ret_error, EACCES, "cannot read the client certificate's DN");
+        if (!tls_dn_allowed(c->allowed_dn, dn))
+                return errorf(ret_error, EACCES, "the client certificate's DN \"%s\" is not in the allowed list", dn);
         return 0;
 }
 

@@ -34,5 +34,8 @@ int tls_session_new(TlsConfig *c, int fd, gnutls_session_t *ret);
  * refused peers (verification, names, DN, alerts), -ECONNRESET/-EPIPE for broken connections. */
 int tls_handshake_step(TlsConfig *c, gnutls_session_t s, short *ret_events, char **ret_error);
 
+/* The peer certificate's subject DN (RFC 4514 form, malloc'd); -ENOENT if it sent none. */
+int tls_peer_dn(gnutls_session_t s, char **ret_dn);
+
 /* Whether dn matches one of the patterns (fnmatch; "CN=*,O=Ferry"). */
 bool tls_dn_allowed(char **patterns, const char *dn);

@@ -137,10 +137,18 @@ static void child_setup(gpointer data) {
 }
 
 Helper *helper_start(const char *name, const char *const *args) {
-        return helper_start_program(helper_path, name, args);
+        return helper_start_full(helper_path, name, args, -1);
 }
 
 Helper *helper_start_program(const char *program, const char *name, const char *const *args) {
+        return helper_start_full(program, name, args, -1);
+}
+
+Helper *helper_start_with_stdio(const char *name, const char *const *args, int stdio_fd) {
+        return helper_start_full(helper_path, name, args, stdio_fd);
+}
+
+Helper *helper_start_full(const char *program, const char *name, const char *const *args, int stdio_fd) {
         g_autoptr(GPtrArray) argv = g_ptr_array_new();
         g_auto(GStrv) envp = g_get_environ();
         struct sockaddr_un sa = { .sun_family = AF_UNIX };
@@ -168,7 +176,8 @@ Helper *helper_start_program(const char *program, const char *name, const char *
         log_fd = open(h->log_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
         g_assert_cmpint(log_fd, >=, 0);
         g_assert_true(g_spawn_async_with_fds(NULL, (char **) argv->pdata, envp, G_SPAWN_DO_NOT_REAP_CHILD,
-                                             child_setup, NULL, &h->pid, -1, log_fd, log_fd, &error));
+                                             child_setup, NULL, &h->pid, stdio_fd, stdio_fd >= 0 ? stdio_fd : log_fd,
+                                             log_fd, &error));
         g_assert_no_error(error);
         close(log_fd);
         h->pidfd = (int) syscall(SYS_pidfd_open, h->pid, 0);
@@ -308,18 +317,11 @@ int accept_timeout(int listen_fd, int msec) {
 
 /* ---- byte streams with known content ---- */
 
-/* A byte sequence anyone can regenerate from its seed (xorshift64*), to check every byte. */
-typedef struct Pattern {
-        uint64_t state;
-        uint8_t bytes[8];
-        unsigned used;
-} Pattern;
-
-static void pattern_init(Pattern *g, uint64_t seed) {
+void pattern_init(Pattern *g, uint64_t seed) {
         *g = (Pattern) { .state = seed * 0x9e3779b97f4a7c15ULL + 1, .used = 8 };
 }
 
-static void pattern_fill(Pattern *g, uint8_t *buf, size_t n) {
+void pattern_fill(Pattern *g, uint8_t *buf, size_t n) {
         for (size_t i = 0; i < n; i++) {
                 if (g->used == 8) {
                         uint64_t x = g->state;

@@ -67,6 +67,16 @@ typedef struct Flow {
         bool mark_passed;
 } Flow;
 
+/* A byte sequence anyone can regenerate from its seed (xorshift64*), to check every byte. */
+typedef struct Pattern {
+        uint64_t state;
+        uint8_t bytes[8];
+        unsigned used;
+} Pattern;
+
+void pattern_init(Pattern *g, uint64_t seed);
+void pattern_fill(Pattern *g, uint8_t *buf, size_t n);
+
 /* One stream as QEMU sees it: the source end and the destination end, data both ways. */
 typedef struct Stream {
         int source_fd, destination_fd;
@@ -84,6 +94,10 @@ void helper_wait(Helper *h, bool until_exit);
 Helper *helper_start(const char *name, const char *const *args);
 /* The same for another program (ferry-peer), with the same notify socket and log. */
 Helper *helper_start_program(const char *program, const char *name, const char *const *args);
+/* The same with stdin and stdout on stdio_fd (-1: none and the log), as --bus-* want them. */
+Helper *helper_start_with_stdio(const char *name, const char *const *args, int stdio_fd);
+/* Both: program, and stdin/stdout on stdio_fd (-1: none and the log). */
+Helper *helper_start_full(const char *program, const char *name, const char *const *args, int stdio_fd);
 void helper_free(Helper *h);
 char *helper_log(Helper *h);
 void assert_status(Helper *h, int exit_status, const char *status_prefix, const char *status_part);

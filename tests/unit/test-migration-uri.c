@@ -7,6 +7,7 @@
 #include <sys/un.h>
 #include <systemd/sd-bus.h>
 
+#include "build-config.h"
 #include "config.h"
 #include "migration-uri.h"
 
@@ -49,9 +50,16 @@ static const FerryGood ferry_good[] = {
           "unixexec:path=ssh,argv1=-xT,argv2=--,argv3=%3a%3a1,argv4=systemd-stdio-bridge" },
         { "ferry+ssh://a-b.c-d/system", FERRY_URI_SSH, NULL, "a-b.c-d", 0, NULL, NULL,
           "unixexec:path=ssh,argv1=-xT,argv2=--,argv3=a-b.c-d,argv4=systemd-stdio-bridge" },
-        { "ferry+tls://desthost/system", FERRY_URI_TLS, NULL, "desthost", 0, NULL, NULL, NULL },
-        { "ferry+tls://[2001:db8::5]:16514/system", FERRY_URI_TLS, NULL, "2001:db8::5", 16514, NULL, NULL, NULL },
-        { "ferry+tls://host-b:65535/system", FERRY_URI_TLS, NULL, "host-b", 65535, NULL, NULL, NULL },
+        /* The default port is explicit, '=' ':' '[' ']' escaped; the name without brackets. */
+        { "ferry+tls://desthost/system", FERRY_URI_TLS, NULL, "desthost", 0, NULL, NULL,
+          "unixexec:path=" FERRY_LIBEXECDIR "/ferry-transport,argv1=--bus-connect%3ddesthost%3a16514,"
+          "argv2=--peer-name%3ddesthost,argv3=--pki-dir%3d" FERRY_SYSCONF_DIR "/pki" },
+        { "ferry+tls://[2001:db8::5]:16514/system", FERRY_URI_TLS, NULL, "2001:db8::5", 16514, NULL, NULL,
+          "unixexec:path=" FERRY_LIBEXECDIR "/ferry-transport,argv1=--bus-connect%3d%5b2001%3adb8%3a%3a5%5d%3a16514,"
+          "argv2=--peer-name%3d2001%3adb8%3a%3a5,argv3=--pki-dir%3d" FERRY_SYSCONF_DIR "/pki" },
+        { "ferry+tls://host-b:65535/system", FERRY_URI_TLS, NULL, "host-b", 65535, NULL, NULL,
+          "unixexec:path=" FERRY_LIBEXECDIR "/ferry-transport,argv1=--bus-connect%3dhost-b%3a65535,"
+          "argv2=--peer-name%3dhost-b,argv3=--pki-dir%3d" FERRY_SYSCONF_DIR "/pki" },
 };
 
 static void assert_ferry_equal(const FerryUri *a, const FerryUri *b) {
@@ -83,13 +91,9 @@ static void test_ferry_accepted(void) {
                 g_assert_cmpint(ferry_uri_parse(s, &again, NULL), ==, 0);
                 assert_ferry_equal(u, again);
 
-                r = ferry_uri_to_bus_address(u, &address);
-                if (t->transport == FERRY_URI_TLS)
-                        g_assert_cmpint(r, ==, -EOPNOTSUPP);
-                else {
-                        g_assert_cmpint(r, ==, 0);
-                        g_assert_cmpstr(address, ==, t->bus_address);
-                }
+                r = ferry_uri_to_bus_address(u, NULL, &address);
+                g_assert_cmpint(r, ==, 0);
+                g_assert_cmpstr(address, ==, t->bus_address);
         }
 }
 
@@ -259,26 +263,38 @@ static void test_ferry_invalid_structs(void) {
         g_autofree char *address = NULL;
 
         /* Structs not from the parser are checked again before anything is built from them. */
-        g_assert_cmpint(ferry_uri_to_bus_address(&u, &address), ==, -EINVAL);
+        g_assert_cmpint(ferry_uri_to_bus_address(&u, NULL, &address), ==, -EINVAL);
         g_assert_null(ferry_uri_to_string(&u));
         u.host = (char *) "host";
         u.user = (char *) "-x";
-        g_assert_cmpint(ferry_uri_to_bus_address(&u, &address), ==, -EINVAL);
+        g_assert_cmpint(ferry_uri_to_bus_address(&u, NULL, &address), ==, -EINVAL);
         u.user = NULL;
         u.socket = (char *) "/run/x";
-        g_assert_cmpint(ferry_uri_to_bus_address(&u, &address), ==, -EINVAL);
+        g_assert_cmpint(ferry_uri_to_bus_address(&u, NULL, &address), ==, -EINVAL);
         u = (FerryUri) { .transport = FERRY_URI_UNIX, .socket = (char *) "/run/../x" };
-        g_assert_cmpint(ferry_uri_to_bus_address(&u, &address), ==, -EINVAL);
+        g_assert_cmpint(ferry_uri_to_bus_address(&u, NULL, &address), ==, -EINVAL);
         u.socket = NULL;
-        g_assert_cmpint(ferry_uri_to_bus_address(&u, &address), ==, -EINVAL);
+        g_assert_cmpint(ferry_uri_to_bus_address(&u, NULL, &address), ==, -EINVAL);
         u = (FerryUri) { .transport = 42 };
-        g_assert_cmpint(ferry_uri_to_bus_address(&u, &address), ==, -EINVAL);
-        g_assert_cmpint(ferry_uri_to_bus_address(NULL, &address), ==, -EINVAL);
+        g_assert_cmpint(ferry_uri_to_bus_address(&u, NULL, &address), ==, -EINVAL);
+        g_assert_cmpint(ferry_uri_to_bus_address(NULL, NULL, &address), ==, -EINVAL);
         u = (FerryUri) { .transport = FERRY_URI_LOCAL };
         address = g_strdup("x");
         g_clear_pointer(&address, g_free);
-        g_assert_cmpint(ferry_uri_to_bus_address(&u, &address), ==, 0);
+        g_assert_cmpint(ferry_uri_to_bus_address(&u, NULL, &address), ==, 0);
         g_assert_null(address);
+}
+
+/* ferryd passes its configuration directory's pki; every byte of it is escaped for sd-bus. */
+static void test_bus_address_tls_pki_dir(void) {
+        _cleanup_(ferry_uri_freep) FerryUri *u = NULL;
+        g_autofree char *address = NULL;
+
+        g_assert_cmpint(ferry_uri_parse("ferry+tls://b.example:16515/system", &u, NULL), ==, 0);
+        g_assert_cmpint(ferry_uri_to_bus_address(u, "/srv/ferry conf,x=1/pki", &address), ==, 0);
+        g_assert_cmpstr(address, ==, "unixexec:path=" FERRY_LIBEXECDIR "/ferry-transport,"
+                        "argv1=--bus-connect%3db.example%3a16515,argv2=--peer-name%3db.example,"
+                        "argv3=--pki-dir%3d/srv/ferry%20conf%2cx%3d1/pki");
 }
 
 /* ---- what sd-bus makes of our addresses ---- */
@@ -327,7 +343,7 @@ static void test_bus_address_ssh_argv(void) {
                 sd_bus *bus = NULL;
 
                 g_assert_cmpint(ferry_uri_parse(cases[i].uri, &u, NULL), ==, 0);
-                g_assert_cmpint(ferry_uri_to_bus_address(u, &address), ==, 0);
+                g_assert_cmpint(ferry_uri_to_bus_address(u, NULL, &address), ==, 0);
                 g_test_message("%s -> %s", cases[i].uri, address);
                 g_assert_cmpint(sd_bus_new(&bus), >=, 0);
                 g_assert_cmpint(sd_bus_set_address(bus, address), >=, 0);
@@ -365,7 +381,7 @@ static void test_bus_address_unix_connects(void) {
 
         uri = g_strdup_printf("ferry+unix:///system?socket=%s", path);
         g_assert_cmpint(ferry_uri_parse(uri, &u, NULL), ==, 0);
-        g_assert_cmpint(ferry_uri_to_bus_address(u, &address), ==, 0);
+        g_assert_cmpint(ferry_uri_to_bus_address(u, NULL, &address), ==, 0);
         g_test_message("%s -> %s", uri, address);
         g_assert_nonnull(strstr(address, "a%2bb%40c%7ed.sock"));
         g_assert_cmpint(sd_bus_new(&bus), >=, 0);
@@ -731,10 +747,11 @@ static void test_random(void) {
                         g_assert_nonnull(text);
                         g_assert_cmpint(ferry_uri_parse(text, &f2, NULL), ==, 0);
                         assert_ferry_equal(f, f2);
-                        r = ferry_uri_to_bus_address(f, &out);
-                        g_assert_true(r == 0 || (r == -EOPNOTSUPP && f->transport == FERRY_URI_TLS));
+                        r = ferry_uri_to_bus_address(f, NULL, &out);
+                        g_assert_cmpint(r, ==, 0);
                         g_assert_true(!out || g_str_has_prefix(out, "unix:path=/") ||
-                                      g_str_has_prefix(out, "unixexec:path=ssh,argv1=-xT,"));
+                                      g_str_has_prefix(out, "unixexec:path=ssh,argv1=-xT,") ||
+                                      g_str_has_prefix(out, "unixexec:path=" FERRY_LIBEXECDIR "/ferry-transport,argv1=--bus-connect%3d"));
                         g_assert_true(!f->host || f->host[0] != '-');
                         g_assert_true(!f->user || f->user[0] != '-');
                 } else {
@@ -782,6 +799,7 @@ int main(int argc, char *argv[]) {
         g_test_add_func("/migration-uri/ferry/refused", test_ferry_refused);
         g_test_add_func("/migration-uri/ferry/lengths", test_ferry_lengths);
         g_test_add_func("/migration-uri/ferry/invalid-structs", test_ferry_invalid_structs);
+        g_test_add_func("/migration-uri/ferry/bus-address-tls-pki-dir", test_bus_address_tls_pki_dir);
         g_test_add_func("/migration-uri/ferry/bus-address-ssh-argv", test_bus_address_ssh_argv);
         g_test_add_func("/migration-uri/ferry/bus-address-unix-connects", test_bus_address_unix_connects);
         g_test_add_func("/migration-uri/migration/accepted", test_migration_accepted);
