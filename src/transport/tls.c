@@ -32,6 +32,9 @@ TlsConfig *tls_config_free(TlsConfig *c) {
         if (c->priority)
                 gnutls_priority_deinit(c->priority);
         free(c->peer_name);
+        for (size_t i = 0; c->allowed_dn_file && c->allowed_dn_file[i]; i++)
+                free(c->allowed_dn_file[i]);
+        free(c->allowed_dn_file);
         free(c);
         return NULL;
 }
@@ -57,6 +60,52 @@ static int pki_file(const char *dir, const char *name, bool required, char **ret
         return 0;
 }
 
+#define ALLOWED_DN_MAX 1024
+
+/* The administrator's list of peers (libvirt's tls_allowed_dn_list, as a file beside the
+ * certificates, so the stream helper and the D-Bus bridge read the same one). */
+static int read_allowed_dn(TlsConfig *c, const char *dir, char **ret_error) {
+        _cleanup_free_ char *path = NULL, *line = NULL;
+        _cleanup_fclose_ FILE *f = NULL;
+        size_t size = 0, n = 0;
+        ssize_t len;
+
+        if (asprintf(&path, "%s/allowed-dn", dir) < 0)
+                return -ENOMEM;
+        f = fopen(path, "re");
+        if (!f) {
+                if (errno == ENOENT)
+                        return 0;
+                return errorf(ret_error, errno, "cannot read %s: %s", path, strerror(errno));
+        }
+        c->allowed_dn_file = calloc(1, sizeof(char *));
+        if (!c->allowed_dn_file)
+                return -ENOMEM;
+        while ((len = getline(&line, &size, f)) >= 0) {
+                char *p = line, *end = line + len;
+                while (*p == ' ' || *p == '\t')
+                        p++;
+                while (end > p && strchr(" \t\r\n", end[-1]))
+                        *--end = 0;
+                if (!*p || *p == '#')
+                        continue;
+                if (n >= ALLOWED_DN_MAX)
+                        return errorf(ret_error, E2BIG, "%s: more than %u patterns", path, ALLOWED_DN_MAX);
+                char **a = realloc(c->allowed_dn_file, (n + 2) * sizeof(char *));
+                if (!a)
+                        return -ENOMEM;
+                c->allowed_dn_file = a;
+                a[n] = strdup(p);
+                if (!a[n])
+                        return -ENOMEM;
+                a[++n] = NULL;
+        }
+        if (ferror(f))
+                return errorf(ret_error, EIO, "cannot read %s", path);
+        c->allowed_dn = c->allowed_dn_file;
+        return 0;
+}
+
 int tls_config_new(bool server, const char *pki_dir, const char *peer_name, char **allowed_dn,
                    TlsConfig **ret, char **ret_error) {
         _cleanup_(tls_config_freep) TlsConfig *c = NULL;
@@ -75,6 +124,11 @@ int tls_config_new(bool server, const char *pki_dir, const char *peer_name, char
                         return -ENOMEM;
         }
 
+        if (server && !allowed_dn) {
+                r = read_allowed_dn(c, pki_dir, ret_error);
+                if (r < 0)
+                        return r;
+        }
         r = pki_file(pki_dir, "ca-cert.pem", true, &ca, ret_error);
         if (r < 0)
                 return r;
@@ -148,7 +202,7 @@ fail:
 }
 
 bool tls_dn_allowed(char **patterns, const char *dn) {
-        if (!patterns || !patterns[0])
+        if (!patterns)
                 return true;
         for (char **p = patterns; *p; p++)
                 if (fnmatch(*p, dn, 0) == 0)

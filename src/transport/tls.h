@@ -18,11 +18,14 @@ typedef struct TlsConfig {
         bool server;
         char *peer_name;           /* client: the name the server's certificate must carry */
         char **allowed_dn;         /* server: fnmatch() patterns for the client's DN; NULL: any */
+        char **allowed_dn_file;    /* server, without patterns given: those of <pki>/allowed-dn (owned) */
         gnutls_certificate_credentials_t creds;
         gnutls_priority_t priority;
 } TlsConfig;
 
-/* On failure *ret_error (malloc'd) says which file or what was wrong. */
+/* A server given no allowed_dn reads <pki_dir>/allowed-dn if it exists: one pattern per line,
+ * blank lines and lines starting with '#' ignored; a file without patterns admits nobody.
+ * On failure *ret_error (malloc'd) says which file or what was wrong. */
 int tls_config_new(bool server, const char *pki_dir, const char *peer_name, char **allowed_dn,
                    TlsConfig **ret, char **ret_error);
 TlsConfig *tls_config_free(TlsConfig *c);
@@ -37,5 +40,6 @@ int tls_handshake_step(TlsConfig *c, gnutls_session_t s, short *ret_events, char
 /* The peer certificate's subject DN (RFC 4514 form, malloc'd); -ENOENT if it sent none. */
 int tls_peer_dn(gnutls_session_t s, char **ret_dn);
 
-/* Whether dn matches one of the patterns (fnmatch; "CN=*,O=Ferry"). */
+/* Whether dn matches one of the patterns (fnmatch; "CN=*,O=Ferry"). No list (NULL): any DN;
+ * an empty list: none. */
 bool tls_dn_allowed(char **patterns, const char *dn);

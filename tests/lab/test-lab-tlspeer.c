@@ -184,6 +184,34 @@ static void test_wrong_ca(void) {
         g_assert_cmpuint(count_journal("b", "accepted with certificate"), ==, accepted);
 }
 
+/* b's administrator lists the peers it accepts (/etc/ferry/pki/allowed-dn): a's certificate,
+ * signed by the right CA but not listed, gets nowhere; listed, it gets through again. */
+static void test_dn_not_listed(void) {
+        const char *call[] = { "busctl", "--address=" BUS_B_TLS("/etc/ferry/pki"), "get-property",
+                               "org.ferry.Ferry1", "/org/ferry/Ferry1", "org.ferry.Ferry1.Manager", "HostUUID", NULL };
+        g_auto(LabResult) r = {};
+
+        lab_sh("b", NULL, "printf '# peers that may migrate guests here\\nCN=c\\n' > /etc/ferry/pki/allowed-dn", &r);
+        g_assert_cmpint(r.status, ==, 0);
+        lab_result_clear(&r);
+        lab_exec("a", NULL, call, &r);
+        g_test_message("status %d: %s%s", r.status, r.out, r.err);
+        g_assert_cmpint(r.status, !=, 0);
+        g_assert_nonnull(strstr(r.err, "(TLS alert: Access was denied)"));
+        g_assert_true(lab_wait_for("b", "journalctl -b --no-pager -o cat | "
+                                   "grep -q 'the client certificate.s DN \"CN=a\" is not in the allowed list'", 30000));
+        lab_result_clear(&r);
+
+        lab_sh("b", NULL, "echo 'CN=a' >> /etc/ferry/pki/allowed-dn", &r);
+        lab_result_clear(&r);
+        lab_exec("a", NULL, call, &r);
+        g_test_message("status %d: %s%s", r.status, r.out, r.err);
+        g_assert_cmpint(r.status, ==, 0);
+        g_assert_true(g_str_has_prefix(r.out, "s \""));
+        lab_result_clear(&r);
+        lab_sh("b", NULL, "rm /etc/ferry/pki/allowed-dn", &r);
+}
+
 /* Managed direct: ferryctl on b (root, /etc/ferry/pki) drives both ferryds, a's over TLS as
  * ferry-peer there: Prepare and Finish are all it calls on a. */
 static void test_managed_direct(void) {
@@ -254,6 +282,7 @@ int main(int argc, char *argv[]) {
         g_test_add_func("/lab/tlspeer/migrate", test_migrate);
         g_test_add_func("/lab/tlspeer/identity", test_identity);
         g_test_add_func("/lab/tlspeer/wrong-ca", test_wrong_ca);
+        g_test_add_func("/lab/tlspeer/dn-not-listed", test_dn_not_listed);
         g_test_add_func("/lab/tlspeer/managed-direct", test_managed_direct);
         g_test_add_func("/lab/tlspeer/tunnelled", test_tunnelled);
         g_test_add_func("/lab/tlspeer/migrate-refused", test_migrate_refused);

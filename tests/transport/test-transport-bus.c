@@ -253,6 +253,41 @@ static void test_dn_not_allowed(void) {
                     "the client certificate's DN \"CN=intruder.test,O=Ferry test\" is not in the allowed list");
 }
 
+/* The administrator's list beside the certificates (<pki>/allowed-dn), read by the server
+ * when no --allowed-dn is given: a DN it does not list is refused, one it lists gets through
+ * (comments and blank lines ignored). */
+static void test_dn_file(void) {
+        g_autofree char *dir = g_strdup_printf("%s/destination-dn-file", pki);
+        g_autofree char *src = g_strdup_printf("%s/destination", pki), *file = g_build_filename(dir, "allowed-dn", NULL);
+        const char *cp[] = { "cp", "-r", src, dir, NULL };
+        int status = -1;
+
+        g_assert_true(g_spawn_sync(NULL, (char **) cp, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL, NULL, NULL, &status, NULL));
+        g_assert_true(g_spawn_check_wait_status(status, NULL));
+        g_assert_true(g_file_set_contents(file, "# who may migrate guests in\n\n  CN=source.test,O=Ferry test  \n", -1, NULL));
+        run_refused(&(BusOptions) { .client_pki = "source-other-dn", .server_pki = "destination-dn-file" },
+                    "the peer refused this side (TLS alert: Access was denied)",
+                    "the client certificate's DN \"CN=intruder.test,O=Ferry test\" is not in the allowed list");
+
+        g_setenv("FERRY_STANDIN_SEND", "0", true);
+        g_setenv("FERRY_STANDIN_RECV", "0", true);
+        BusPair *p = bus_pair_start(&(BusOptions) { .server_pki = "destination-dn-file" });
+        char c;
+        g_assert_cmpint(recv(p->local, &c, 1, 0), ==, 0);
+        g_assert_cmpint(kill(p->client->pid, SIGTERM), ==, 0);
+        assert_exit(p->client, 0, NULL);
+        assert_exit(p->server, 0, "accepted with certificate \"CN=source.test,O=Ferry test\"");
+        bus_pair_free(p);
+        g_unsetenv("FERRY_STANDIN_SEND");
+        g_unsetenv("FERRY_STANDIN_RECV");
+
+        /* A list without patterns admits nobody. */
+        g_assert_true(g_file_set_contents(file, "# nobody for now\n", -1, NULL));
+        run_refused(&(BusOptions) { .server_pki = "destination-dn-file" },
+                    "the peer refused this side (TLS alert: Access was denied)",
+                    "the client certificate's DN \"CN=source.test,O=Ferry test\" is not in the allowed list");
+}
+
 /* A client that offers no certificate: only GnuTLS can play it. */
 static void test_no_client_certificate(void) {
         unsigned port;
@@ -366,6 +401,7 @@ int main(int argc, char *argv[]) {
         g_test_add_func("/transport/bus/server-wrong-ca", test_server_wrong_ca);
         g_test_add_func("/transport/bus/wrong-name", test_wrong_name);
         g_test_add_func("/transport/bus/dn-not-allowed", test_dn_not_allowed);
+        g_test_add_func("/transport/bus/dn-file", test_dn_file);
         g_test_add_func("/transport/bus/no-client-certificate", test_no_client_certificate);
         g_test_add_func("/transport/bus/silent-peer", test_silent_peer);
         g_test_add_func("/transport/bus/bad-configuration", test_bad_configuration);

@@ -203,7 +203,7 @@ static void test_dn(void) {
         g_assert_true(tls_dn_allowed(patterns, "CN=a.example,O=Other"));
         g_assert_false(tls_dn_allowed(patterns, "CN=b.lab,O=Ferry,C=XX"));
         g_assert_false(tls_dn_allowed(patterns, "CN=a.example,O=Ferry"));
-        g_assert_true(tls_dn_allowed(none, "CN=anything"));
+        g_assert_false(tls_dn_allowed(none, "CN=anything"));
         g_assert_true(tls_dn_allowed(NULL, "CN=anything"));
 }
 
