@@ -181,6 +181,22 @@ char *lab_host_dir(const char *host) {
         return g_strdup(g_strstrip(r.out));
 }
 
+void lab_pki_create(void) {
+        g_autofree char *script = g_build_filename(lab_source_dir(), "tests", "lab", "lab-pki.sh", NULL);
+        g_autofree char *work = g_dir_make_tmp("ferry-lab-pki-XXXXXX", NULL);
+        g_autofree char *dir_a = lab_host_dir("a"), *dir_b = lab_host_dir("b");
+        g_auto(LabResult) r = {};
+
+        g_assert_nonnull(work);
+        const char *make[] = { "sh", script, work, dir_a, dir_b, NULL };
+        run(make, &r);
+        if (r.status != 0)
+                g_error("%s failed: %s", script, r.err);
+        lab_result_clear(&r);
+        const char *rm[] = { "rm", "-rf", work, NULL };
+        run(rm, &r);
+}
+
 gboolean lab_wait_for(const char *host, const char *script, guint timeout_ms) {
         gint64 deadline = g_get_monotonic_time() + (gint64) timeout_ms * 1000;
 

@@ -36,6 +36,11 @@ void lab_sh(const char *host, const char *user, const char *script, LabResult *r
 /* The per-host directory on the machine (see ferry-lab path). */
 char *lab_host_dir(const char *host);
 
+/* The x509 files of hosts a and b (tests/lab/lab-pki.sh): /etc/ferry/pki (ferry-transport),
+ * /etc/ferry/pki/qemu (QEMU's TLS), /etc/ferry/pki-wrong (the right CA, certificates of
+ * another CA) and /etc/ferry/pki-other (that other CA and its certificates) inside each. */
+void lab_pki_create(void);
+
 /* Repeats script inside host until it exits 0, at most timeout_ms. Returns TRUE on success. */
 gboolean lab_wait_for(const char *host, const char *script, guint timeout_ms);
 

@@ -213,29 +213,6 @@ static void test_unmanaged_direct(void) {
         lab_sh("b", NULL, "systemctl stop raw-qemu-raw1.service", &r);
 }
 
-/* QEMU's own TLS (tls-creds-x509): a CA and one certificate per host (server and client
- * usage, the host's name and address as SAN), in libvirt's layout under /etc/ferry/pki/qemu;
- * wrongca: a second CA, and b2: a certificate for b from it (a PKI of its own, which QEMU loads
- * fine but a's certificates do not match). */
-static const char pki_script[] =
-        "set -e; umask 077; cd \"$1\"\n"
-        "ca() { openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout $1-key.pem "
-        "-out $1-cert.pem -days 2 -subj \"/CN=Ferry lab $1\" -addext basicConstraints=critical,CA:TRUE "
-        "-addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null; }\n"
-        "leaf() { ca=$1; shift; openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout $1-key.pem "
-        "-out $1.csr -subj \"/CN=$1\" 2>/dev/null\n"
-        "  printf 'basicConstraints=CA:FALSE\\nkeyUsage=digitalSignature,keyEncipherment\\n"
-        "extendedKeyUsage=serverAuth,clientAuth\\nsubjectAltName=DNS:%s,IP:%s\\n' $1 $2 > $1.ext\n"
-        "  openssl x509 -req -in $1.csr -CA $ca-cert.pem -CAkey $ca-key.pem -CAcreateserial -out $1-cert.pem "
-        "-days 2 -extfile $1.ext 2>/dev/null; }\n"
-        "ca ca; ca wrongca; leaf ca a 10.77.0.1; leaf ca b 10.77.0.2; leaf wrongca b2 10.77.0.2\n"
-        /* Pre-made DH parameters: without them QEMU makes new ones on every migration. */
-        "openssl genpkey -genparam -algorithm DH -pkeyopt group:ffdhe2048 -out dh-params.pem\n"
-        "shift; for h in a b; do\n"
-        "  d=$1/etc-ferry/pki/qemu; shift; mkdir -p $d; cp ca-cert.pem dh-params.pem $d/\n"
-        "  for e in server client; do cp $h-cert.pem $d/$e-cert.pem; cp $h-key.pem $d/$e-key.pem; done\n"
-        "done\n";
-
 static void lab_force_tls(const char *host, bool on) {
         g_auto(LabResult) r = {};
         lab_sh(host, NULL, on ? "printf '[Migration]\\nForceTLS=yes\\n' > /etc/ferry/ferryd.conf && ferryctl reload"
@@ -245,15 +222,9 @@ static void lab_force_tls(const char *host, bool on) {
 
 static void test_native_tls(void) {
         g_auto(LabResult) r = {};
-        g_autofree char *tmp = g_dir_make_tmp("ferry-lab-pki-XXXXXX", NULL);
-        g_autofree char *dir_a = lab_host_dir("a"), *dir_b = lab_host_dir("b");
-        g_autofree char *out = NULL, *err = NULL;
-        int status = -1;
 
-        const char *gen[] = { "sh", "-c", pki_script, "sh", tmp, dir_a, dir_b, NULL };
-        g_assert_true(g_spawn_sync(NULL, (char **) gen, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL, &out, &err, &status, NULL));
-        g_test_message("%s", err);
-        g_assert_true(g_spawn_check_wait_status(status, NULL));
+        /* QEMU's own TLS (tls-creds-x509): /etc/ferry/pki/qemu in libvirt's layout. */
+        lab_pki_create();
 
         lab_guest_create("a", "tls1", false);
 
@@ -289,19 +260,9 @@ static void test_native_tls(void) {
 
         /* b has a PKI of another CA: QEMU there loads it, the handshake fails, the guest goes
          * on on a. */
-        lab_sh("b", NULL, "cd /etc/ferry/pki/qemu && mkdir good && cp *.pem good/", &r);
+        lab_sh("b", NULL, "cd /etc/ferry/pki/qemu && mkdir good && cp *.pem good/ && cp ../../pki-other/*.pem .", &r);
         g_assert_cmpint(r.status, ==, 0);
         lab_result_clear(&r);
-        static const char *const wrong_files[][2] = {
-                { "wrongca-cert.pem", "ca-cert.pem" }, { "b2-cert.pem", "server-cert.pem" }, { "b2-key.pem", "server-key.pem" },
-        };
-        for (size_t i = 0; i < G_N_ELEMENTS(wrong_files); i++) {
-                g_autofree char *from = g_build_filename(tmp, wrong_files[i][0], NULL);
-                g_autofree char *to = g_build_filename(dir_b, "etc-ferry", "pki", "qemu", wrong_files[i][1], NULL);
-                g_autofree char *pem = NULL;
-                g_assert_true(g_file_get_contents(from, &pem, NULL, NULL));
-                g_assert_true(g_file_set_contents(to, pem, -1, NULL));
-        }
         CTL("a", &r, "migrate", "--p2p", "--tls", "tls1", TO_B);
         g_test_message("%s", r.err);
         g_assert_cmpint(r.status, ==, 1);
@@ -328,8 +289,6 @@ static void test_native_tls(void) {
 
         lab_force_tls("a", false);
         lab_force_tls("b", false);
-        const char *rm[] = { "rm", "-rf", tmp, NULL };
-        g_assert_true(g_spawn_sync(NULL, (char **) rm, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL, NULL, NULL, NULL, NULL));
 }
 
 int main(int argc, char *argv[]) {

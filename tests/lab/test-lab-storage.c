@@ -262,36 +262,11 @@ static void test_refusals(void) {
         g_assert_cmpstr(s, ==, "running");
 }
 
-/* QEMU's TLS for the stream and the NBD connections: a CA and one certificate per host (both
- * usages, the host's name and address as SAN) in /etc/ferry/pki/qemu, as test-lab-migration
- * makes them. */
-static const char pki_script[] =
-        "set -e; umask 077; cd \"$1\"\n"
-        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout ca-key.pem "
-        "-out ca-cert.pem -days 2 -subj '/CN=Ferry lab storage CA' -addext basicConstraints=critical,CA:TRUE "
-        "-addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null\n"
-        "leaf() { openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout $1-key.pem "
-        "-out $1.csr -subj \"/CN=$1\" 2>/dev/null\n"
-        "  printf 'basicConstraints=CA:FALSE\\nkeyUsage=digitalSignature,keyEncipherment\\n"
-        "extendedKeyUsage=serverAuth,clientAuth\\nsubjectAltName=DNS:%s,IP:%s\\n' $1 $2 > $1.ext\n"
-        "  openssl x509 -req -in $1.csr -CA ca-cert.pem -CAkey ca-key.pem -CAcreateserial -out $1-cert.pem "
-        "-days 2 -extfile $1.ext 2>/dev/null; }\n"
-        "leaf a 10.77.0.1; leaf b 10.77.0.2\n"
-        "openssl genpkey -genparam -algorithm DH -pkeyopt group:ffdhe2048 -out dh-params.pem\n"
-        "shift; for h in a b; do\n"
-        "  d=$1/etc-ferry/pki/qemu; shift; mkdir -p $d; cp ca-cert.pem dh-params.pem $d/\n"
-        "  for e in server client; do cp $h-cert.pem $d/$e-cert.pem; cp $h-key.pem $d/$e-key.pem; done\n"
-        "done\n";
-
 static void test_copy_with_tls(void) {
         g_auto(LabResult) r = {};
-        g_autofree char *tmp = g_dir_make_tmp("ferry-lab-pki-XXXXXX", NULL);
-        g_autofree char *dir_a = lab_host_dir("a"), *dir_b = lab_host_dir("b");
 
-        const char *gen[] = { "sh", "-c", pki_script, "sh", tmp, dir_a, dir_b, NULL };
-        lab_local(gen, &r);
-        g_assert_cmpint(r.status, ==, 0);
-        lab_result_clear(&r);
+        /* QEMU's TLS for the stream and the NBD connections: /etc/ferry/pki/qemu. */
+        lab_pki_create();
 
         /* st1 is on b; a still has an image of the right size from before. */
         CTL("b", &r, "migrate", "--p2p", "--tls", "--copy-storage-all", "st1", TO_A);
@@ -308,9 +283,6 @@ static void test_copy_with_tls(void) {
                               "org.ferry.Ferry1.Migration TLS CopyStorage", NULL };
         lab_exec("a", NULL, tls, &r);
         g_assert_cmpstr(r.out, ==, "b true\ns \"all\"\n");
-
-        const char *rm[] = { "rm", "-rf", tmp, NULL };
-        lab_local(rm, &r);
 }
 
 /* The NBD server on a UNIX socket both hosts see (the lab's shared peers directory). */

@@ -21,46 +21,12 @@
 #define BUS_B_TLS(pki) "unixexec:path=/usr/libexec/ferry-transport,argv1=--bus-connect%3db%3a16514," \
         "argv2=--peer-name%3db,argv3=--pki-dir%3d" pki
 
-/* The CA and a certificate per host for both roles (name and address as SAN) under
- * /etc/ferry/pki; on a also /etc/ferry/pki-wrong: the right CA, but a client certificate of
- * another CA. */
-static const char pki_script[] =
-        "set -e; umask 077; cd \"$1\"\n"
-        "ca() { openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout $1-key.pem "
-        "-out $1-cert.pem -days 2 -subj \"/CN=Ferry lab $1\" -addext basicConstraints=critical,CA:TRUE "
-        "-addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null; }\n"
-        "leaf() { ca=$1; shift; openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout $1-key.pem "
-        "-out $1.csr -subj \"/CN=$1\" 2>/dev/null\n"
-        "  printf 'basicConstraints=CA:FALSE\\nkeyUsage=digitalSignature,keyEncipherment\\n"
-        "extendedKeyUsage=serverAuth,clientAuth\\nsubjectAltName=DNS:%s,IP:%s\\n' $1 $2 > $1.ext\n"
-        "  openssl x509 -req -in $1.csr -CA $ca-cert.pem -CAkey $ca-key.pem -CAcreateserial -out $1-cert.pem "
-        "-days 2 -extfile $1.ext 2>/dev/null; }\n"
-        "ca ca; ca wrongca; leaf ca a 10.77.0.1; leaf ca b 10.77.0.2; leaf wrongca a2 10.77.0.1\n"
-        "shift; for h in a b; do\n"
-        "  d=$1/etc-ferry/pki; mkdir -p $d; cp ca-cert.pem $d/\n"
-        "  for e in server client; do cp $h-cert.pem $d/$e-cert.pem; cp $h-key.pem $d/$e-key.pem; done\n"
-        "  if [ $h = a ]; then w=$1/etc-ferry/pki-wrong; mkdir -p $w; cp ca-cert.pem $w/;"
-        " cp a2-cert.pem $w/client-cert.pem; cp a2-key.pem $w/client-key.pem; fi\n"
-        "  shift\n"
-        "done\n";
-
-static char *pki_tmp;
-
+/* The CA and a certificate per host for both roles under /etc/ferry/pki; /etc/ferry/pki-wrong:
+ * the right CA, but certificates of another CA. */
 static void test_setup(void) {
-        g_autofree char *dir_a = lab_host_dir("a"), *dir_b = lab_host_dir("b");
-        g_autofree char *out = NULL, *err = NULL;
         g_auto(LabResult) r = {};
-        int status = -1;
 
-        pki_tmp = g_dir_make_tmp("ferry-lab-tlspeer-pki-XXXXXX", NULL);
-        g_assert_nonnull(pki_tmp);
-        const char *gen[] = { "sh", "-c", pki_script, "sh", pki_tmp, dir_a, dir_b, NULL };
-        g_assert_true(g_spawn_sync(NULL, (char **) gen, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL, &out, &err, &status, NULL));
-        g_test_message("%s", err);
-        g_assert_true(g_spawn_check_wait_status(status, NULL));
-        const char *rm[] = { "rm", "-rf", pki_tmp, NULL };
-        g_assert_true(g_spawn_sync(NULL, (char **) rm, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL, NULL, NULL, NULL, NULL));
-
+        lab_pki_create();
         /* The lab's systemd-sysusers.service made the user from the staged sysusers.d. */
         lab_sh("b", NULL, "getent passwd ferry-peer", &r);
         g_test_message("%s", r.out);

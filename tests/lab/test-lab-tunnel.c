@@ -17,28 +17,6 @@
 #define TO_B LAB_TO_B
 #define CTL LAB_CTL
 
-/* The CA, a certificate per host for both roles (the host's name and address as SAN), in
- * libvirt's layout under /etc/ferry/pki as the helper reads it; wrongca and b2: a second CA
- * and a certificate for b from it. */
-static const char pki_script[] =
-        "set -e; umask 077; cd \"$1\"\n"
-        "ca() { openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout $1-key.pem "
-        "-out $1-cert.pem -days 2 -subj \"/CN=Ferry lab $1\" -addext basicConstraints=critical,CA:TRUE "
-        "-addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null; }\n"
-        "leaf() { ca=$1; shift; openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout $1-key.pem "
-        "-out $1.csr -subj \"/CN=$1\" 2>/dev/null\n"
-        "  printf 'basicConstraints=CA:FALSE\\nkeyUsage=digitalSignature,keyEncipherment\\n"
-        "extendedKeyUsage=serverAuth,clientAuth\\nsubjectAltName=DNS:%s,IP:%s\\n' $1 $2 > $1.ext\n"
-        "  openssl x509 -req -in $1.csr -CA $ca-cert.pem -CAkey $ca-key.pem -CAcreateserial -out $1-cert.pem "
-        "-days 2 -extfile $1.ext 2>/dev/null; }\n"
-        "ca ca; ca wrongca; leaf ca a 10.77.0.1; leaf ca b 10.77.0.2; leaf wrongca b2 10.77.0.2\n"
-        "shift; for h in a b; do\n"
-        "  d=$1/etc-ferry/pki; shift; mkdir -p $d; cp ca-cert.pem $d/\n"
-        "  for e in server client; do cp $h-cert.pem $d/$e-cert.pem; cp $h-key.pem $d/$e-key.pem; done\n"
-        "done\n";
-
-static char *pki_tmp;
-
 static void set_plaintext_allowed(const char *host, bool on) {
         g_auto(LabResult) r = {};
         lab_sh(host, NULL, on ? "printf '[Migration]\\nTunnelPlaintext=yes\\n' > /etc/ferry/ferryd.conf && ferryctl reload"
@@ -69,17 +47,10 @@ static void assert_stayed(const char *host, const char *other, const char *name)
         g_assert_true(lab_wait_for(other, gone, 30000));
 }
 
+/* The CA and a certificate per host for both roles under /etc/ferry/pki, as the helpers read
+ * it; /etc/ferry/pki-wrong: certificates of another CA. */
 static void test_setup(void) {
-        g_autofree char *dir_a = lab_host_dir("a"), *dir_b = lab_host_dir("b");
-        g_autofree char *out = NULL, *err = NULL;
-        int status = -1;
-
-        pki_tmp = g_dir_make_tmp("ferry-lab-tunnel-pki-XXXXXX", NULL);
-        g_assert_nonnull(pki_tmp);
-        const char *gen[] = { "sh", "-c", pki_script, "sh", pki_tmp, dir_a, dir_b, NULL };
-        g_assert_true(g_spawn_sync(NULL, (char **) gen, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL, &out, &err, &status, NULL));
-        g_test_message("%s", err);
-        g_assert_true(g_spawn_check_wait_status(status, NULL));
+        lab_pki_create();
         lab_guest_create("a", "tun1", false);
 }
 
@@ -274,22 +245,11 @@ static void test_cancel(void) {
 
 static void test_wrong_ca(void) {
         g_auto(LabResult) r = {};
-        g_autofree char *dir_a = lab_host_dir("a");
 
         /* a (the destination now) has a certificate of another CA: b's helper refuses it. */
-        lab_sh("a", NULL, "cd /etc/ferry/pki && mkdir good && cp *.pem good/", &r);
+        lab_sh("a", NULL, "cd /etc/ferry/pki && mkdir good && cp *.pem good/ && cp ../pki-wrong/server-*.pem .", &r);
         g_assert_cmpint(r.status, ==, 0);
         lab_result_clear(&r);
-        static const char *const wrong_files[][2] = {
-                { "wrongca-cert.pem", "ca-cert.pem" }, { "b2-cert.pem", "server-cert.pem" }, { "b2-key.pem", "server-key.pem" },
-        };
-        for (size_t i = 0; i < G_N_ELEMENTS(wrong_files); i++) {
-                g_autofree char *from = g_build_filename(pki_tmp, wrong_files[i][0], NULL);
-                g_autofree char *to = g_build_filename(dir_a, "etc-ferry", "pki", wrong_files[i][1], NULL);
-                g_autofree char *pem = NULL;
-                g_assert_true(g_file_get_contents(from, &pem, NULL, NULL));
-                g_assert_true(g_file_set_contents(to, pem, -1, NULL));
-        }
         CTL("b", &r, "migrate", "--p2p", "--tunnelled", "tun1", TO_A);
         g_test_message("%s", r.err);
         g_assert_cmpint(r.status, ==, 1);
@@ -302,9 +262,6 @@ static void test_wrong_ca(void) {
         lab_result_clear(&r);
         lab_sh("a", NULL, "cd /etc/ferry/pki && mv good/*.pem . && rmdir good", &r);
         g_assert_cmpint(r.status, ==, 0);
-
-        const char *rm[] = { "rm", "-rf", pki_tmp, NULL };
-        g_assert_true(g_spawn_sync(NULL, (char **) rm, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL, NULL, NULL, NULL, NULL));
 }
 
 static char *job_property(const char *host, const char *job, const char *property) {
