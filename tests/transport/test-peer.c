@@ -174,16 +174,21 @@ static void test_junk(void) {
         Peer *peer = peer_start("2", "0");
         int64_t deadline = deadline_after(WAIT_MSEC);
         unsigned fds_before, fds_after;
+        long rss_before, rss_after;
         int idle[PEER_PENDING_MAX + 8];
 
         /* The baseline after one round: whatever ferry-peer allocates once is in it. */
         junk_round(peer, deadline);
         fds_before = count_fds(peer->h->pid);
+        rss_before = rss_kib(peer->h->pid);
         for (unsigned round = 0; round < 2; round++)
                 junk_round(peer, deadline);
         fds_after = count_fds(peer->h->pid);
-        g_test_message("ferry-peer: %u fds before, %u after two more junk rounds", fds_before, fds_after);
+        rss_after = rss_kib(peer->h->pid);
+        g_test_message("ferry-peer: %u fds and %ld KiB before, %u fds and %ld KiB after two more junk rounds",
+                       fds_before, rss_before, fds_after, rss_after);
         g_assert_cmpuint(fds_after, ==, fds_before);
+        g_assert_cmpint(rss_after - rss_before, <, 4096);
 
         /* A real migration while the dispatcher is full of idle connections: its streams push
          * the oldest out and get through. */

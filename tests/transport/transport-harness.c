@@ -486,6 +486,17 @@ int connect_peer(Pair *p) {
         return fd;
 }
 
+/* Resident memory in KiB (/proc/PID/status). */
+long rss_kib(GPid pid) {
+        g_autofree char *path = g_strdup_printf("/proc/%i/status", pid), *status = NULL;
+        const char *p;
+
+        g_assert_true(g_file_get_contents(path, &status, NULL, NULL));
+        p = strstr(status, "VmRSS:");
+        g_assert_nonnull(p);
+        return atol(p + strlen("VmRSS:"));
+}
+
 unsigned count_fds(GPid pid) {
         g_autofree char *path = g_strdup_printf("/proc/%i/fd", pid);
         g_autoptr(GDir) d = g_dir_open(path, 0, NULL);

@@ -115,4 +115,5 @@ uint64_t streams_total(Stream *s, size_t n, bool forward);
 void run_streams_test(const PairOptions *o, size_t n, size_t forward, size_t back);
 int connect_peer(Pair *p);
 unsigned count_fds(GPid pid);
+long rss_kib(GPid pid);
 bool wait_closed_by_peer(int fd, int64_t deadline);
