@@ -103,10 +103,14 @@ static void on_incoming_started(void *userdata, int error, const char *message) 
                 /* The answer waits for the helper: the source connects to it, not to QEMU. */
                 r = tunnel_start_destination(m, d->uuid_string, on_destination_tunnel_ready);
                 if (r < 0) {
+                        g_autofree char *why = g_strdup_printf(
+                                "cannot start the tunnel helper: %s",
+                                r == -ESRCH ? "this host has no group ferry-transport (systemd-sysusers makes it)"
+                                            : strerror(-r));
                         domain_end_migration(d);
                         domain_discard_incoming(d);
-                        migration_end(m, MIGRATION_FAILED, FERRY_ERROR_MIGRATION_FAILED, "cannot start the tunnel helper");
-                        done(ud, m, r, "cannot start the tunnel helper", NULL);
+                        migration_end(m, MIGRATION_FAILED, FERRY_ERROR_MIGRATION_FAILED, why);
+                        done(ud, m, r, why, NULL);
                         return;
                 }
                 m->tunnel_prepare = g_memdup2(&(PrepareRequest) { .migration = m, .done = done, .userdata = ud },

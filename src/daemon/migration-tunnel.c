@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <glib.h>
+#include <grp.h>
 #include <string.h>
 #include <sys/random.h>
 #include <sys/stat.h>
@@ -21,6 +22,10 @@
 #define TUNNEL_SCHEME "ferry-tunnel://"
 /* The shared peer port; its dispatcher hands each stream to <tunnel dir>/peer-<token>.sock. */
 #define PEER_SOCKET_UNIT "ferry-peer.socket"
+/* The group of the helpers, ferry-peer and ferryd (sysusers.d/ferry.conf): how the dynamic
+ * user of a destination helper reaches QEMU's incoming socket and ferry-peer reaches the
+ * helper's dispatch socket, with no capability anywhere. */
+#define TRANSPORT_GROUP "ferry-transport"
 #define TUNNEL_TOKEN_LEN 32
 /* How long a failed source QEMU waits for its helper to say why (it usually has already). */
 #define TUNNEL_EXPLAIN_USEC (3ULL * 1000000ULL)
@@ -136,9 +141,26 @@ int tunnel_check_destination_options(Manager *manager, const MigrationOptions *o
         return 0;
 }
 
+/* QEMU's incoming sockets: root's directory, which the group may only enter. */
+static char *incoming_dir(Manager *manager) {
+        return g_build_filename(manager->runtime_dir, "transport-in", NULL);
+}
+
+static int share_with_group(const char *path, mode_t mode) {
+        struct group *g;
+
+        errno = 0;
+        g = getgrnam(TRANSPORT_GROUP);
+        if (!g)
+                return errno > 0 ? -errno : -ESRCH;
+        if (chown(path, (uid_t) -1, g->gr_gid) < 0 || chmod(path, mode) < 0)
+                return -errno;
+        return 0;
+}
+
 char *tunnel_incoming_uri(Manager *manager, const char *domain_uuid) {
-        g_autofree char *dir = tunnel_dir(manager);
-        if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+        g_autofree char *dir = incoming_dir(manager);
+        if (mkdir(dir, 0710) < 0 && errno != EEXIST)
                 return NULL;
         return g_strdup_printf("unix:%s/incoming-%s.sock", dir, domain_uuid);
 }
@@ -252,15 +274,19 @@ static int write_token(MigrationTunnel *t, const char *dir, const char *token) {
         return 0;
 }
 
-/* The source's x509 files as credentials: systemd copies them for the helper's dynamic user.
- * A missing file is named here; systemd would only say the unit failed. */
-static int add_source_credentials(GPtrArray *creds, const char *pki, char **ret_error) {
-        static const char *const files[] = { "ca-cert.pem", "client-cert.pem", "client-key.pem", "ca-crl.pem" };
+/* The x509 files as credentials: systemd copies them for the helper's dynamic user. A missing
+ * file is named here; systemd would only say the unit failed. */
+static int add_pki_credentials(GPtrArray *creds, const char *pki, bool source, char **ret_error) {
+        static const char *const source_files[] = { "ca-cert.pem", "client-cert.pem", "client-key.pem", "ca-crl.pem" };
+        static const char *const destination_files[] = { "ca-cert.pem", "server-cert.pem", "server-key.pem",
+                                                          "ca-crl.pem", "allowed-dn" };
+        const char *const *files = source ? source_files : destination_files;
+        size_t n = source ? G_N_ELEMENTS(source_files) : G_N_ELEMENTS(destination_files);
 
-        for (size_t i = 0; i < G_N_ELEMENTS(files); i++) {
+        for (size_t i = 0; i < n; i++) {
                 g_autofree char *path = g_build_filename(pki, files[i], NULL);
                 if (access(path, R_OK) < 0) {
-                        if (strcmp(files[i], "ca-crl.pem") == 0)
+                        if (errno == ENOENT && (strcmp(files[i], "ca-crl.pem") == 0 || strcmp(files[i], "allowed-dn") == 0))
                                 continue; /* optional */
                         *ret_error = g_strdup_printf("cannot read %s, which the tunnel's TLS needs: %s", path,
                                                      strerror(errno));
@@ -273,15 +299,15 @@ static int add_source_credentials(GPtrArray *creds, const char *pki, char **ret_
 }
 
 /* The unit, with the options both roles share. argv ends with the role's own options.
- * The source runs as a dynamic user: QEMU (root) can reach its socket, and the token and x509
- * files come as credentials. The destination stays root, in the same sandbox: it must connect
- * to the socket the incoming QEMU (root) created (docs/transport.md, "The transient units"). */
+ * Both run as dynamic users, with the token and x509 files as credentials: the source's socket
+ * is reached by QEMU (root); the destination reaches QEMU's incoming socket and ferry-peer
+ * reaches its dispatch socket through the group (docs/transport.md, "The transient units"). */
 static int start_helper(MigrationTunnel *t, GPtrArray *argv, char **ret_error) {
         Migration *m = t->migration;
         Manager *manager = m->manager;
         bool source = m->direction == MIGRATION_OUTGOING;
         g_autofree char *dir = tunnel_dir(manager), *pki = g_build_filename(manager->config_dir, "pki", NULL);
-        g_autofree char *description = NULL, *runtime = NULL;
+        g_autofree char *description = NULL, *runtime = g_strdup_printf("ferry-transport-%u", m->id);
         g_autoptr(GPtrArray) creds = g_ptr_array_new_with_free_func(g_free);
         int r;
 
@@ -291,18 +317,12 @@ static int start_helper(MigrationTunnel *t, GPtrArray *argv, char **ret_error) {
         if (r < 0)
                 return r;
         g_ptr_array_add(argv, g_strdup_printf("--migration=%u", m->id));
-        if (source) {
-                g_ptr_array_add(creds, g_strdup("token"));
-                g_ptr_array_add(creds, g_strdup(t->token_path));
-                if (!m->options.tunnel_plaintext) {
-                        r = add_source_credentials(creds, pki, ret_error);
-                        if (r < 0)
-                                return r;
-                }
-                runtime = g_strdup_printf("ferry-transport-%u", m->id);
-        } else {
-                g_ptr_array_add(argv, g_strdup_printf("--token-file=%s", t->token_path));
-                g_ptr_array_add(argv, g_strdup_printf("--pki-dir=%s", pki));
+        g_ptr_array_add(creds, g_strdup("token"));
+        g_ptr_array_add(creds, g_strdup(t->token_path));
+        if (!m->options.tunnel_plaintext) {
+                r = add_pki_credentials(creds, pki, source, ret_error);
+                if (r < 0)
+                        return r;
         }
         g_ptr_array_add(creds, NULL);
         if (m->options.tunnel_plaintext)
@@ -325,10 +345,10 @@ static int start_helper(MigrationTunnel *t, GPtrArray *argv, char **ret_error) {
                 .notify = true,
                 .collect_failed = true,
                 .sandbox = true,
-                .sandbox_rw_dir = source ? NULL : dir,
-                .dynamic_user = source,
+                .dynamic_user = true,
+                .supplementary_group = source ? NULL : TRANSPORT_GROUP,
                 .runtime_directory = runtime,
-                .credentials = source ? (char **) creds->pdata : NULL,
+                .credentials = (char **) creds->pdata,
         };
         return unit_start_transient(manager_bus(manager), &svc, on_unit_started, t, &t->job);
 }
@@ -368,11 +388,14 @@ static void on_peer_socket_started(void *userdata, int error, const char *messag
 
 int tunnel_start_destination(Migration *m, const char *domain_uuid, TunnelReady ready) {
         g_autofree char *incoming = tunnel_incoming_uri(m->manager, domain_uuid);
-        g_autofree char *dir = tunnel_dir(m->manager);
+        g_autofree char *dir = tunnel_dir(m->manager), *dispatch_socket = NULL;
         MigrationTunnel *t;
+        int r;
 
         if (!incoming)
                 return -errno ?: -EIO;
+        if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+                return -errno;
         t = tunnel_new(m, ready);
         /* No port of [Migration] Ports=: every tunnel shares the peer port, and ferry-peer finds
          * this helper by the token in each stream's preamble. */
@@ -383,8 +406,22 @@ int tunnel_start_destination(Migration *m, const char *domain_uuid, TunnelReady 
         g_ptr_array_add(t->argv, g_strdup("--destination"));
         t->socket_path = g_strdup(incoming + strlen("unix:"));
         g_ptr_array_add(t->argv, g_strdup_printf("--qemu-socket=%s", t->socket_path));
+        /* QEMU (root) made its socket: the helper's group may enter and connect. */
+        g_autofree char *in_dir = incoming_dir(m->manager);
+        r = share_with_group(in_dir, 0710);
+        if (r >= 0)
+                r = share_with_group(t->socket_path, 0660);
+        if (r < 0)
+                return r;
+        /* ferry-peer looks for the token's socket here; the helper makes it in its runtime
+         * directory (its dynamic user's), with the group. */
+        dispatch_socket = g_strdup_printf("/run/ferry-transport-%u/dispatch.sock", m->id);
         t->dispatch_path = g_strdup_printf("%s/peer-%s.sock", dir, m->options.tunnel_token);
-        g_ptr_array_add(t->argv, g_strdup_printf("--dispatch-socket=%s", t->dispatch_path));
+        (void) unlink(t->dispatch_path);
+        if (symlink(dispatch_socket, t->dispatch_path) < 0)
+                return -errno;
+        g_ptr_array_add(t->argv, g_strdup_printf("--dispatch-socket=%s", dispatch_socket));
+        g_ptr_array_add(t->argv, g_strdup("--dispatch-group=" TRANSPORT_GROUP));
         /* Started on demand (administrators mask it to forbid tunnels); already running is fine. */
         return unit_start(manager_bus(m->manager), PEER_SOCKET_UNIT, on_peer_socket_started, t, &t->job);
 }

@@ -159,9 +159,9 @@ static int append_exec_start(sd_bus_message *m, char **argv) {
 }
 
 /* What systemd's sandboxing gives a network relay that needs no privilege: no capabilities, no
- * new privileges, a read-only system with one writable directory, only the address families it
- * uses, the system-service call set. */
-static int append_sandbox(sd_bus_message *m, const char *rw_dir) {
+ * new privileges, a read-only system (the unit's RuntimeDirectory= aside), only the address
+ * families it uses, the system-service call set. */
+static int append_sandbox(sd_bus_message *m) {
         int r;
 
         r = sd_bus_message_append(m, "(sv)(sv)(sv)(sv)(sv)(sv)(sv)(sv)(sv)(sv)",
@@ -188,11 +188,6 @@ static int append_sandbox(sd_bus_message *m, const char *rw_dir) {
                                   "UMask", "u", (uint32_t) 0077);
         if (r < 0)
                 return r;
-        if (rw_dir) {
-                r = sd_bus_message_append(m, "(sv)", "ReadWritePaths", "as", 1, rw_dir);
-                if (r < 0)
-                        return r;
-        }
         r = sd_bus_message_append(m, "(sv)", "RestrictAddressFamilies", "(bas)", 1, 3, "AF_UNIX", "AF_INET", "AF_INET6");
         if (r < 0)
                 return r;
@@ -265,12 +260,17 @@ int unit_start_transient(sd_bus *bus, const TransientService *svc, UnitJobDone d
                         return r;
         }
         if (svc->sandbox) {
-                r = append_sandbox(m, svc->sandbox_rw_dir);
+                r = append_sandbox(m);
                 if (r < 0)
                         return r;
         }
         if (svc->dynamic_user) {
                 r = sd_bus_message_append(m, "(sv)", "DynamicUser", "b", 1);
+                if (r < 0)
+                        return r;
+        }
+        if (svc->supplementary_group) {
+                r = sd_bus_message_append(m, "(sv)", "SupplementaryGroups", "as", 1, svc->supplementary_group);
                 if (r < 0)
                         return r;
         }

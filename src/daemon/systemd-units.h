@@ -27,12 +27,12 @@ typedef struct TransientService {
         /* CollectMode=inactive-or-failed instead of inactive: nothing stays behind. */
         bool collect_failed;
         /* The transport helper's sandbox (docs/transport.md, "The transient units"); writable:
-         * only sandbox_rw_dir, if set, and the runtime directory. */
+         * only the runtime directory. */
         bool sandbox;
-        const char *sandbox_rw_dir;
         /* DynamicUser=yes: a user of its own that exists while the unit runs. */
         bool dynamic_user;
         const char *runtime_directory; /* RuntimeDirectory=, relative to /run, owned by the unit's user */
+        const char *supplementary_group; /* SupplementaryGroups= (one) */
         char **credentials;            /* NULL-terminated "ID", "PATH" pairs for LoadCredential= */
 } TransientService;
 

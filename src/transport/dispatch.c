@@ -489,7 +489,7 @@ int dispatch_run(const DispatchConfig *config) {
                 notify_failed(errno, "socket(AF_UNIX) failed: %s", strerror(errno));
                 goto finish;
         }
-        r = listen_peer(config->listen, NULL, &d.listen_fd, desc, sizeof(desc));
+        r = listen_peer(config->listen, NULL, NULL, &d.listen_fd, desc, sizeof(desc));
         if (r < 0) {
                 const char *what = config->listen ?: "the socket from systemd (exactly one, LISTEN_FDS)";
                 log_error("Cannot listen on %s: %s", what, strerror(-r));

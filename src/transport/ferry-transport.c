@@ -37,6 +37,8 @@ static void help(void) {
                "  --listen=ADDR:PORT       destination: listen here (port 0: any; see READY)\n"
                "  --dispatch-socket=PATH   destination: take connections (fd and preamble) from the\n"
                "                           dispatcher that owns the peer port, on this datagram socket\n"
+               "  --dispatch-group=GROUP   destination: the dispatch socket is 0660 with this group\n"
+               "                           (default: 0600, the helper's user only)\n"
                "  --token-file=PATH        the migration's routing token (32 hex digits)\n"
                "                           (default: $CREDENTIALS_DIRECTORY/token)\n"
                "  --pki-dir=DIR            x509 files (default: $CREDENTIALS_DIRECTORY, else %s)\n"
@@ -113,7 +115,8 @@ static int run_bus(bool serve, const char *connect_peer, const TransportConfig *
 int main(int argc, char *argv[]) {
         enum {
                 ARG_SOURCE = 0x100, ARG_DESTINATION, ARG_MIGRATION, ARG_QEMU_SOCKET, ARG_PEER,
-                ARG_PEER_NAME, ARG_LISTEN, ARG_DISPATCH_SOCKET, ARG_TOKEN_FILE, ARG_PKI_DIR, ARG_ALLOWED_DN, ARG_PLAINTEXT,
+                ARG_PEER_NAME, ARG_LISTEN, ARG_DISPATCH_SOCKET, ARG_DISPATCH_GROUP, ARG_TOKEN_FILE,
+                ARG_PKI_DIR, ARG_ALLOWED_DN, ARG_PLAINTEXT,
                 ARG_SECLABEL, ARG_SOCKET_CONTEXT, ARG_HANDSHAKE_TIMEOUT, ARG_LOG_LEVEL, ARG_VERSION,
                 ARG_BUS_SERVE, ARG_BUS_CONNECT, ARG_BRIDGE, ARG_BRIDGE_USER,
         };
@@ -127,6 +130,7 @@ int main(int argc, char *argv[]) {
                 { "peer-name", required_argument, NULL, ARG_PEER_NAME },
                 { "listen", required_argument, NULL, ARG_LISTEN },
                 { "dispatch-socket", required_argument, NULL, ARG_DISPATCH_SOCKET },
+                { "dispatch-group", required_argument, NULL, ARG_DISPATCH_GROUP },
                 { "token-file", required_argument, NULL, ARG_TOKEN_FILE },
                 { "pki-dir", required_argument, NULL, ARG_PKI_DIR },
                 { "allowed-dn", required_argument, NULL, ARG_ALLOWED_DN },
@@ -184,6 +188,9 @@ int main(int argc, char *argv[]) {
                         break;
                 case ARG_DISPATCH_SOCKET:
                         config.dispatch_socket = optarg;
+                        break;
+                case ARG_DISPATCH_GROUP:
+                        config.dispatch_group = optarg;
                         break;
                 case ARG_TOKEN_FILE:
                         free(token_path);
@@ -266,6 +273,8 @@ int main(int argc, char *argv[]) {
                 return usage_error("--listen, --dispatch-socket and --allowed-dn are for --destination");
         if (config.listen && config.dispatch_socket)
                 return usage_error("--listen and --dispatch-socket exclude each other");
+        if (config.dispatch_group && !config.dispatch_socket)
+                return usage_error("--dispatch-group goes with --dispatch-socket");
         if (config.role == ROLE_DESTINATION && (config.peer || config.peer_name || seclabel || socket_context))
                 return usage_error("--peer, --peer-name, --seclabel and --socket-context are for --source");
 

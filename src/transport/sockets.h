@@ -17,7 +17,10 @@ int resolve_address(const char *address, bool passive, struct sockaddr_storage *
 int listen_qemu_socket(const char *path, const char *context, int *ret_fd);
 /* The destination's way in: the dispatcher's datagram socket, a TCP listening address, or
  * (both NULL) the one socket passed with LISTEN_FDS. desc names it for the READY status. */
-int listen_peer(const char *listen_address, const char *dispatch_socket, int *ret_fd, char *desc, size_t desc_size);
+/* dispatch_group: the dispatch socket becomes 0660 with that group (the helper must be a member)
+ * instead of 0600: a dispatcher running as another user of the group may hand us connections. */
+int listen_peer(const char *listen_address, const char *dispatch_socket, const char *dispatch_group, int *ret_fd,
+                char *desc, size_t desc_size);
 
 void describe_peer(int fd, char *buf, size_t size);
 /* Post-copy's page requests are small and urgent; bulk data goes in large writes. */

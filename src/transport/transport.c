@@ -802,7 +802,8 @@ int transport_run(const TransportConfig *config) {
                 }
                 snprintf(desc, sizeof(desc), "%s", config->qemu_socket);
         } else {
-                r = listen_peer(config->listen, config->dispatch_socket, &t.listen_fd, desc, sizeof(desc));
+                r = listen_peer(config->listen, config->dispatch_socket, config->dispatch_group, &t.listen_fd, desc,
+                                sizeof(desc));
                 if (r < 0) {
                         transport_fail(&t, EXIT_TRANSPORT_CONFIG, -r, "cannot listen on %s: %s",
                                        config->dispatch_socket ?: config->listen ?: "the inherited socket", strerror(-r));

@@ -39,6 +39,7 @@ typedef struct TransportConfig {
         const char *peer;            /* source: host[:port] */
         const char *listen;          /* destination: address:port, or NULL for LISTEN_FDS */
         const char *dispatch_socket; /* destination: receive connections from a dispatcher */
+        const char *dispatch_group;  /* destination: the group that may hand us connections */
         const char *peer_name;       /* source: name in the destination's certificate */
         const char *pki_dir;
         char **allowed_dn;

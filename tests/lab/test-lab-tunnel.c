@@ -233,20 +233,24 @@ static void test_cancel(void) {
         g_test_message("ferry-peer: %s", r.out);
         g_assert_cmpint(r.status, ==, 0);
         lab_result_clear(&r);
-        /* The source's helper runs as a dynamic user (never root) and owns the socket QEMU
-         * writes to; the destination's is root (it connects to the incoming QEMU's socket). */
-        lab_sh("b", NULL, "pid=$(systemctl show -P MainPID 'ferry-transport-*.service') && "
-                          "echo $(stat -c %u /proc/$pid) $(stat -c %u /run/ferry-transport-*/qemu.sock) "
-                          "$(systemctl show -P DynamicUser 'ferry-transport-*.service')", &r);
-        g_test_message("source helper uid, socket owner, DynamicUser: %s", r.out);
-        g_assert_cmpint(r.status, ==, 0);
-        unsigned uid = 0, owner = 0;
-        char dynamic[8] = "";
-        g_assert_cmpint(sscanf(r.out, "%u %u %7s", &uid, &owner, dynamic), ==, 3);
-        g_assert_cmpuint(uid, !=, 0);
-        g_assert_cmpuint(owner, ==, uid);
-        g_assert_cmpstr(dynamic, ==, "yes");
-        lab_result_clear(&r);
+        /* Both helpers run as dynamic users, never root: the source's owns the socket QEMU
+         * writes to; the destination's reaches QEMU's incoming socket and gets its streams from
+         * ferry-peer through the group ferry-transport. */
+        for (const char *h = "b"; h; h = g_str_equal(h, "b") ? "a" : NULL) {
+                lab_sh(h, NULL, "pid=$(systemctl show -P MainPID 'ferry-transport-*.service') && "
+                                "echo $(stat -c %u /proc/$pid) "
+                                "$(stat -c %u /run/ferry-transport-*/qemu.sock /run/ferry-transport-*/dispatch.sock) "
+                                "$(systemctl show -P DynamicUser 'ferry-transport-*.service')", &r);
+                g_test_message("%s: helper uid, its socket's owner, DynamicUser: %s", h, r.out);
+                g_assert_cmpint(r.status, ==, 0);
+                unsigned uid = 0, owner = 0;
+                char dynamic[8] = "";
+                g_assert_cmpint(sscanf(r.out, "%u %u %7s", &uid, &owner, dynamic), ==, 3);
+                g_assert_cmpuint(uid, !=, 0);
+                g_assert_cmpuint(owner, ==, uid);
+                g_assert_cmpstr(dynamic, ==, "yes");
+                lab_result_clear(&r);
+        }
         const char *cancel[] = { "busctl", "call", "org.ferry.Ferry1", job, "org.ferry.Ferry1.Migration", "Cancel", NULL };
         lab_exec("b", NULL, cancel, &r);
         g_assert_cmpint(r.status, ==, 0);
