@@ -15,6 +15,7 @@
 #include <glib.h>
 #include <glib/gstdio.h>
 #include <gnutls/gnutls.h>
+#include <grp.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -23,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -343,12 +345,20 @@ static void test_dispatch(void) {
         socket_arg = g_strdup_printf("--qemu-socket=%s", p->incoming_socket);
         token_arg = g_strdup_printf("--token-file=%s", p->token_path);
         {
-                const char *args[] = { "--destination", "--migration=test", dispatch_arg, pki_arg, socket_arg, token_arg, NULL };
+                /* As ferryd starts it: the dispatcher reaches the socket through a group. */
+                const char *args[] = { "--destination", "--migration=test", dispatch_arg, "--dispatch-group=nogroup",
+                                       pki_arg, socket_arg, token_arg, NULL };
                 p->destination = helper_start("destination", args);
         }
         helper_wait(p->destination, false);
         listening = g_strdup_printf("listening: %s", dispatch_path);
         g_assert_cmpstr(p->destination->status, ==, listening);
+        {
+                struct stat st;
+                g_assert_cmpint(stat(dispatch_path, &st), ==, 0);
+                g_assert_cmpuint(st.st_mode & 07777, ==, 0660);
+                g_assert_cmpuint(st.st_gid, ==, getgrnam("nogroup")->gr_gid);
+        }
 
         /* The "shared port" */
         g_socket_listener_add_address(listener, any, G_SOCKET_TYPE_STREAM, G_SOCKET_PROTOCOL_TCP, NULL, &bound, &error);
