@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #pragma once
 
-/* Shared between the files of a migration: migration.c (the jobs, the source side of
- * peer-to-peer), migration-incoming.c (the destination side), migration-managed.c (the source
+/* Shared between the files of a migration: migration.c (the jobs, the source's Perform, Finish
+ * and Confirm), migration-outgoing.c (starting an outgoing job, the source's peer-to-peer Begin
+ * and Prepare), migration-incoming.c (the destination side), migration-managed.c (the source
  * side of managed direct), migration-recover.c (a restarted ferryd), and the postcopy, storage
  * and tunnel parts. Not for anything else. */
 
@@ -20,6 +21,8 @@ void migration_on_query_migrate(QemuMonitor *mon, int error, const char *error_c
                             "so it is left paused here"
 int migration_new(Manager *manager, MigrationDirection direction, Domain *d, Migration **ret);
 void set_phase(Migration *m, MigrationPhase p);
+/* Its properties changed: PropertiesChanged, coalesced. */
+void migration_changed(Migration *m);
 void migration_end(Migration *m, MigrationState state, const char *error_name, const char *message);
 
 /* Source side. The checks every outgoing flow shares, then the job, announced and holding the
@@ -32,6 +35,8 @@ int outgoing_set_hypervisor_uri(Migration *m, const char *uri, char **ret_error)
 void source_perform(Migration *m);
 void source_fail(Migration *m, const char *error_name, const char *message);
 void resume_source(Migration *m);
+/* The answer to a Finish(false) we sent the destination to undo its half: closes the peer. */
+int source_on_peer_finish_abort(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error);
 /* The destination runs the guest: ours goes (and its definition with undefine_source). */
 void source_confirm(Migration *m);
 /* Reads QEMU's final figures (total time, downtime), then calls then(m) (if not NULL). */
