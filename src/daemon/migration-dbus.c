@@ -57,9 +57,13 @@ static int node_enumerator(sd_bus *bus, const char *path, void *userdata, char *
 }
 
 /* The options that are a plain flag or number; the others are checked one by one below. */
+/* A string option's check: NULL if the value is fine, else what is wrong (for InvalidArgs). */
+typedef char *(*OptionCheck)(const char *value);
+
 typedef struct OptionField {
         const char *key;
         size_t offset;
+        OptionCheck check;         /* string options only; NULL: checked by the flow that uses it */
 } OptionField;
 
 static const OptionField bool_options[] = {
@@ -81,6 +85,48 @@ static const OptionField u64_options[] = {
         { "max_downtime_usec", offsetof(MigrationOptions, max_downtime_usec) },
         { "postcopy_bandwidth", offsetof(MigrationOptions, postcopy_bandwidth) },
         { "suspend_timeout_usec", offsetof(MigrationOptions, suspend_timeout_usec) },
+};
+
+static char *check_hypervisor_uri(const char *s) {
+        _cleanup_(migration_uri_freep) MigrationUri *u = NULL;
+        g_autofree char *why = NULL;
+        if (migration_uri_parse(s, &u, &why) < 0)
+                return g_strdup_printf("Invalid hypervisor URI: %s", strna(why));
+        return NULL;
+}
+
+static char *check_destination_xml(const char *s) {
+        /* Parsed against the domain by migration_start_outgoing(). */
+        if (strlen(s) > DOMAIN_XML_SIZE_MAX)
+                return g_strdup_printf("Destination XML is larger than %u bytes.", DOMAIN_XML_SIZE_MAX);
+        return NULL;
+}
+
+static char *check_destination_name(const char *s) {
+        return domain_name_is_valid(s) ? NULL : g_strdup("Invalid destination name: not a valid domain name.");
+}
+
+static char *check_listen_address(const char *s) {
+        return migration_ip_address_is_valid(s) ? NULL
+                                                : g_strdup("Invalid listen address: an IPv4 or IPv6 address is needed.");
+}
+
+static char *check_disks_uri(const char *s) {
+        _cleanup_(migration_uri_freep) MigrationUri *u = NULL;
+        g_autofree char *why = NULL;
+        if (migration_uri_parse_full(s, SIZE_MAX, MIGRATION_URI_ALLOW_ANY, &u, &why) < 0)
+                return g_strdup_printf("Invalid disks URI: %s", strna(why));
+        return NULL;
+}
+
+static const OptionField string_options[] = {
+        { "hypervisor_uri", offsetof(MigrationOptions, hypervisor_uri), check_hypervisor_uri },
+        /* Checked by the flow that uses it (only PrepareMigration does). */
+        { "tunnel_token", offsetof(MigrationOptions, tunnel_token), NULL },
+        { "destination_xml", offsetof(MigrationOptions, destination_xml), check_destination_xml },
+        { "destination_name", offsetof(MigrationOptions, destination_name), check_destination_name },
+        { "listen_address", offsetof(MigrationOptions, listen_address), check_listen_address },
+        { "disks_uri", offsetof(MigrationOptions, disks_uri), check_disks_uri },
 };
 
 static const OptionField *option_field(const OptionField *table, size_t n, const char *key) {
@@ -121,23 +167,16 @@ int migration_options_read(sd_bus_message *msg, MigrationOptions *o, sd_bus_erro
                         *(bool *) ((uint8_t *) o + f->offset) = b;
                 } else if ((f = option_field(u64_options, ELEMENTSOF(u64_options), key)))
                         READ_VARIANT("t", (uint64_t *) ((uint8_t *) o + f->offset));
-                else if (strcmp(key, "hypervisor_uri") == 0) {
-                        const char *s;
-                        g_autofree char *why = NULL;
-                        _cleanup_(migration_uri_freep) MigrationUri *u = NULL;
-                        READ_VARIANT("s", &s);
-                        if (migration_uri_parse(s, &u, &why) < 0)
-                                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Invalid hypervisor URI: %s",
-                                                         strna(why));
-                        free(o->hypervisor_uri);
-                        o->hypervisor_uri = strdup(s);
-                } else if (strcmp(key, "tunnel_token") == 0) {
-                        const char *s;
-                        READ_VARIANT("s", &s);
-                        /* Checked by the flow that uses it (only PrepareMigration does). */
-                        free(o->tunnel_token);
-                        o->tunnel_token = strdup(s);
-                        if (!o->tunnel_token)
+                else if ((f = option_field(string_options, ELEMENTSOF(string_options), key))) {
+                        char **field = (char **) ((uint8_t *) o + f->offset);
+                        g_autofree char *wrong = NULL;
+                        const char *v;
+                        READ_VARIANT("s", &v);
+                        if (f->check && (wrong = f->check(v)))
+                                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "%s", wrong);
+                        free(*field);
+                        *field = strdup(v);
+                        if (!*field)
                                 return -ENOMEM;
                 } else if (strcmp(key, "parallel_connections") == 0) {
                         uint32_t n;
@@ -147,37 +186,6 @@ int migration_options_read(sd_bus_message *msg, MigrationOptions *o, sd_bus_erro
                                                          "Option 'parallel_connections' must be 1..%u, not %" PRIu32 ".",
                                                          MIGRATION_PARALLEL_CONNECTIONS_MAX, n);
                         o->parallel_connections = n;
-                } else if (strcmp(key, "destination_xml") == 0) {
-                        const char *s;
-                        READ_VARIANT("s", &s);
-                        /* Parsed against the domain by migration_start_outgoing(). */
-                        if (strlen(s) > DOMAIN_XML_SIZE_MAX)
-                                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
-                                                         "Destination XML is larger than %u bytes.", DOMAIN_XML_SIZE_MAX);
-                        free(o->destination_xml);
-                        o->destination_xml = strdup(s);
-                        if (!o->destination_xml)
-                                return -ENOMEM;
-                } else if (strcmp(key, "destination_name") == 0) {
-                        const char *s;
-                        READ_VARIANT("s", &s);
-                        if (!domain_name_is_valid(s))
-                                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
-                                                         "Invalid destination name: not a valid domain name.");
-                        free(o->destination_name);
-                        o->destination_name = strdup(s);
-                        if (!o->destination_name)
-                                return -ENOMEM;
-                } else if (strcmp(key, "listen_address") == 0) {
-                        const char *s;
-                        READ_VARIANT("s", &s);
-                        if (!migration_ip_address_is_valid(s))
-                                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
-                                                         "Invalid listen address: an IPv4 or IPv6 address is needed.");
-                        free(o->listen_address);
-                        o->listen_address = strdup(s);
-                        if (!o->listen_address)
-                                return -ENOMEM;
                 } else if (strcmp(key, "copy_storage") == 0) {
                         const char *s;
                         READ_VARIANT("s", &s);
@@ -207,18 +215,6 @@ int migration_options_read(sd_bus_message *msg, MigrationOptions *o, sd_bus_erro
                                                                  "Invalid disk target in disks: not like vda or sdb.");
                         g_strfreev(o->disks);
                         o->disks = g_strdupv(l);
-                } else if (strcmp(key, "disks_uri") == 0) {
-                        const char *s;
-                        g_autofree char *why = NULL;
-                        _cleanup_(migration_uri_freep) MigrationUri *u = NULL;
-                        READ_VARIANT("s", &s);
-                        if (migration_uri_parse_full(s, SIZE_MAX, MIGRATION_URI_ALLOW_ANY, &u, &why) < 0)
-                                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Invalid disks URI: %s",
-                                                         strna(why));
-                        free(o->disks_uri);
-                        o->disks_uri = strdup(s);
-                        if (!o->disks_uri)
-                                return -ENOMEM;
                 } else if (strcmp(key, "disk_sizes") == 0) {
                         const char *target;
                         uint64_t size;
