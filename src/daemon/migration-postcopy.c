@@ -17,6 +17,7 @@
 #include "migration-internal.h"
 #include "migration-peer.h"
 #include "migration-postcopy.h"
+#include "migration-tunnel.h"
 #include "qemu-monitor.h"
 
 /* A resumed QEMU that cannot reach the destination stays postcopy-paused without a word. */
@@ -262,12 +263,13 @@ static void on_resume_reply(QemuMonitor *mon, int error, const char *error_class
         /* Else the answer comes with postcopy-active (or postcopy-paused again). */
 }
 
+static void source_resume(Migration *m);
+static void on_source_recover_tunnel_ready(Migration *m, int error, const char *message, const char *address);
+
 static int on_peer_recovered(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error) {
         Migration *m = userdata;
         const sd_bus_error *e = sd_bus_message_get_error(reply);
-        Domain *d = migration_domain(m);
         g_autofree char *why = NULL;
-        JsonObject *args;
         const char *uri;
 
         m->recover_call = sd_bus_slot_unref(m->recover_call);
@@ -282,32 +284,75 @@ static int on_peer_recovered(sd_bus_message *reply, void *userdata, sd_bus_error
                 recover_answer(m, -EIO, "bad reply from the destination", NULL);
                 return 0;
         }
+        if (m->options.tunnelled) {
+                /* A new source helper for the destination's new one; QEMU resumes into it. */
+                if (tunnel_restart_source(m, uri, on_source_recover_tunnel_ready, &why) < 0)
+                        recover_answer(m, -EIO, why ?: "cannot start a new tunnel helper", NULL);
+                return 0;
+        }
         if (outgoing_set_hypervisor_uri(m, uri, &why) < 0) {
                 recover_answer(m, -EIO, why, NULL);
                 return 0;
         }
+        source_resume(m);
+        return 0;
+}
+
+static void source_resume(Migration *m) {
+        Domain *d = migration_domain(m);
+        JsonObject *args;
+
         if (!d || !domain_monitor(d)) {
                 recover_answer(m, -EIO, "the source's QEMU is not reachable", NULL);
-                return 0;
+                return;
         }
         args = json_object_new();
         json_object_set_string_member(args, "uri", m->hypervisor_uri);
         json_object_set_boolean_member(args, "resume", true);
         if (qemu_monitor_command(domain_monitor(d), "migrate", args, 0, on_resume_reply, m) < 0)
                 recover_answer(m, -EIO, "cannot send migrate to QEMU", NULL);
-        return 0;
+}
+
+static void on_source_recover_tunnel_ready(Migration *m, int error, const char *message, const char *address) {
+        if (m->state != MIGRATION_RUNNING)
+                return;
+        if (error < 0)
+                recover_answer(m, -EIO, message, NULL);
+        else
+                source_resume(m);
 }
 
 /* ---- destination ---- */
 
+static void on_destination_recover_tunnel_ready(Migration *m, int error, const char *message, const char *address) {
+        if (error < 0) {
+                recover_answer(m, -EIO, message, NULL);
+                return;
+        }
+        free(m->hypervisor_uri);
+        m->hypervisor_uri = strdup(address);
+        manager_migration_changed(m->manager, m);
+        recover_answer(m, 0, NULL, m->hypervisor_uri);
+}
+
 static void on_migrate_recover_reply(QemuMonitor *mon, int error, const char *error_class, const char *error_desc,
                                      JsonNode *ret, void *userdata) {
         Migration *m = userdata;
+        Domain *d = migration_domain(m);
 
         if (error < 0) {
                 g_autofree char *msg = g_strdup_printf("QEMU cannot listen for the recovery: %s",
                                                        error_desc ?: strerror(-error));
                 recover_answer(m, -EIO, msg, NULL);
+                return;
+        }
+        if (m->options.tunnelled) {
+                /* QEMU listens again on its socket: a new helper behind the peer port. */
+                int r = d ? tunnel_restart_destination(m, d->uuid_string, on_destination_recover_tunnel_ready) : -ENOTCONN;
+                if (r < 0) {
+                        g_autofree char *msg = g_strdup_printf("cannot start a new tunnel helper: %s", strerror(-r));
+                        recover_answer(m, -EIO, msg, NULL);
+                }
                 return;
         }
         recover_answer(m, 0, NULL, m->hypervisor_uri);
@@ -324,6 +369,15 @@ static int destination_recover(Migration *m) {
 
         if (!d || !domain_monitor(d))
                 return -ENOTCONN;
+        if (m->options.tunnelled) {
+                /* QEMU unlinks its socket before it binds again; the helper's group gets it after. */
+                g_autofree char *incoming = tunnel_incoming_uri(m->manager, d->uuid_string);
+                if (!incoming)
+                        return -ENOMEM;
+                args = json_object_new();
+                json_object_set_string_member(args, "uri", incoming);
+                return qemu_monitor_command(domain_monitor(d), "migrate-recover", args, 0, on_migrate_recover_reply, m);
+        }
         r = migration_uri_parse(m->hypervisor_uri, &offer, &why);
         if (r < 0)
                 return r;

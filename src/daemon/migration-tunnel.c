@@ -46,6 +46,13 @@ struct MigrationTunnel {
         bool ready, failed, ended;
 };
 
+/* The helper's unit and runtime directory: ferry-transport-<id>, then -<id>-<n> for the pairs
+ * a post-copy recovery starts (the old unit may still be stopping). */
+static char *helper_name(Migration *m) {
+        return m->tunnel_generation == 0 ? g_strdup_printf("ferry-transport-%u", m->id)
+                                         : g_strdup_printf("ferry-transport-%u-%u", m->id, m->tunnel_generation);
+}
+
 static char *tunnel_dir(Manager *manager) {
         return g_build_filename(manager->runtime_dir, "transport", NULL);
 }
@@ -215,15 +222,13 @@ static void tunnel_failed(MigrationTunnel *t, const char *status, const char *re
         if (m->state != MIGRATION_RUNNING)
                 return;
         t->explain_timer = sd_event_source_disable_unref(t->explain_timer);
-        if (m->direction == MIGRATION_OUTGOING)
+        if (migration_postcopy_started(m))
+                /* After the switch neither half may be given up: QEMU pauses post-copy when its
+                 * streams end, and Migration.Recover starts a new pair of helpers. */
+                log_warning("Migration %u: %s; post-copy pauses until Migration.Recover.", m->id, msg);
+        else if (m->direction == MIGRATION_OUTGOING)
                 source_fail(m, FERRY_ERROR_MIGRATION_FAILED, msg);
-        else if (migration_postcopy_started(m)) {
-                /* After the switch this copy holds pages the source lacks: throw nothing away
-                 * (docs/migration.md, "When it cannot recover"); no recovery without the
-                 * helpers. */
-                m->postcopy = MIGRATION_POSTCOPY_FAILED;
-                migration_end(m, MIGRATION_FAILED, FERRY_ERROR_MIGRATION_FAILED, msg);
-        } else {
+        else {
                 Domain *d = migration_domain(m);
                 if (d && d->migration == m) {
                         domain_end_migration(d);
@@ -307,7 +312,7 @@ static int start_helper(MigrationTunnel *t, GPtrArray *argv, char **ret_error) {
         Manager *manager = m->manager;
         bool source = m->direction == MIGRATION_OUTGOING;
         g_autofree char *dir = tunnel_dir(manager), *pki = g_build_filename(manager->config_dir, "pki", NULL);
-        g_autofree char *description = NULL, *runtime = g_strdup_printf("ferry-transport-%u", m->id);
+        g_autofree char *description = NULL, *runtime = helper_name(m);
         g_autoptr(GPtrArray) creds = g_ptr_array_new_with_free_func(g_free);
         int r;
 
@@ -329,7 +334,7 @@ static int start_helper(MigrationTunnel *t, GPtrArray *argv, char **ret_error) {
                 g_ptr_array_add(argv, g_strdup("--plaintext"));
         g_ptr_array_add(argv, NULL);
 
-        t->unit = g_strdup_printf("ferry-transport-%u.service", m->id);
+        t->unit = g_strdup_printf("%s.service", runtime);
         description = g_strdup_printf("Ferry migration tunnel %u (%s %s)", m->id,
                                       migration_direction_to_string(m->direction), m->domain_name);
         /* A failed helper of an earlier ferryd's migration with this id may linger. */
@@ -388,7 +393,7 @@ static void on_peer_socket_started(void *userdata, int error, const char *messag
 
 int tunnel_start_destination(Migration *m, const char *domain_uuid, TunnelReady ready) {
         g_autofree char *incoming = tunnel_incoming_uri(m->manager, domain_uuid);
-        g_autofree char *dir = tunnel_dir(m->manager), *dispatch_socket = NULL;
+        g_autofree char *dir = tunnel_dir(m->manager), *dispatch_socket = NULL, *name = NULL;
         MigrationTunnel *t;
         int r;
 
@@ -415,7 +420,8 @@ int tunnel_start_destination(Migration *m, const char *domain_uuid, TunnelReady 
                 return r;
         /* ferry-peer looks for the token's socket here; the helper makes it in its runtime
          * directory (its dynamic user's), with the group. */
-        dispatch_socket = g_strdup_printf("/run/ferry-transport-%u/dispatch.sock", m->id);
+        name = helper_name(m);
+        dispatch_socket = g_strdup_printf("/run/%s/dispatch.sock", name);
         t->dispatch_path = g_strdup_printf("%s/peer-%s.sock", dir, m->options.tunnel_token);
         (void) unlink(t->dispatch_path);
         if (symlink(dispatch_socket, t->dispatch_path) < 0)
@@ -459,7 +465,8 @@ int tunnel_start_source(Migration *m, const char *address, TunnelReady ready, ch
         t = tunnel_new(m, ready);
         free(m->hypervisor_uri);
         /* The helper's RuntimeDirectory=, made for its dynamic user by systemd. */
-        m->hypervisor_uri = g_strdup_printf("unix:/run/ferry-transport-%u/qemu.sock", m->id);
+        g_autofree char *name = helper_name(m);
+        m->hypervisor_uri = g_strdup_printf("unix:/run/%s/qemu.sock", name);
         g_ptr_array_add(argv, g_strdup(FERRY_LIBEXECDIR "/ferry-transport"));
         g_ptr_array_add(argv, g_strdup("--source"));
         t->socket_path = g_strdup(m->hypervisor_uri + strlen("unix:"));
@@ -469,6 +476,31 @@ int tunnel_start_source(Migration *m, const char *address, TunnelReady ready, ch
         if (r < 0 && !*ret_error)
                 *ret_error = g_strdup_printf("cannot start the tunnel helper: %s", strerror(-r));
         return r;
+}
+
+/* A post-copy recovery: the broken pair's units are stopped if they still run (their streams
+ * are gone) and forgotten; the next pair gets new unit names and the same token. The
+ * destination's QEMU listens again (migrate-recover) before its new helper starts. */
+static void tunnel_discard(Migration *m) {
+        MigrationTunnel *t = m->tunnel;
+        UnitJob *job = NULL;
+
+        if (!t)
+                return;
+        if (t->unit && unit_stop(manager_bus(m->manager), t->unit, NULL, NULL, &job) >= 0)
+                unit_job_free(job); /* systemd's job goes on */
+        m->tunnel = tunnel_free(t);
+        m->tunnel_generation++;
+}
+
+int tunnel_restart_destination(Migration *m, const char *domain_uuid, TunnelReady ready) {
+        tunnel_discard(m);
+        return tunnel_start_destination(m, domain_uuid, ready);
+}
+
+int tunnel_restart_source(Migration *m, const char *address, TunnelReady ready, char **ret_error) {
+        tunnel_discard(m);
+        return tunnel_start_source(m, address, ready, ret_error);
 }
 
 static int on_explain_timer(sd_event_source *s, uint64_t usec, void *userdata) {

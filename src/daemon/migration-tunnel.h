@@ -32,6 +32,13 @@ int tunnel_start_destination(Migration *m, const char *domain_uuid, TunnelReady 
  * ready m->hypervisor_uri is its socket. -EINVAL with *ret_error for an unusable address. */
 int tunnel_start_source(Migration *m, const char *address, TunnelReady ready, char **ret_error);
 
+/* Post-copy recovery (Migration.Recover) after the tunnel broke past the switch: a new pair of
+ * helpers (units ferry-transport-<id>-<n>) with the same token. The destination's once QEMU
+ * listens again on the same socket (migrate-recover); the source's with the destination's new
+ * address, after which m->hypervisor_uri is its socket for QEMU's migrate resume. */
+int tunnel_restart_destination(Migration *m, const char *domain_uuid, TunnelReady ready);
+int tunnel_restart_source(Migration *m, const char *address, TunnelReady ready, char **ret_error);
+
 /* Source: QEMU's migration failed. The helper usually knows why (a refused certificate):
  * returns true if the tunnel takes over and fails the migration with its own message within a
  * few seconds, false if the caller should fail it now. */

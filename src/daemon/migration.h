@@ -187,6 +187,7 @@ typedef struct Migration {
 
         /* tunnelled (migration-tunnel.c): this side's helper unit */
         MigrationTunnel *tunnel;
+        unsigned tunnel_generation; /* helper pairs started before this one (post-copy recovery) */
         void *tunnel_prepare;      /* destination: the Prepare waiting for the helper */
 
         sd_event_source *stats_timer;

@@ -321,6 +321,75 @@ static void test_postcopy(void) {
         assert_no_transport_units();
 }
 
+static gboolean wait_job_property(const char *host, const char *job, const char *property, const char *value,
+                                  guint timeout_ms) {
+        g_autofree char *cmd = g_strdup_printf(
+                "busctl get-property org.ferry.Ferry1 %s org.ferry.Ferry1.Migration %s | grep -qx '%s'", job, property, value);
+        return lab_wait_for(host, cmd, timeout_ms);
+}
+
+/* Post-copy through the tunnel, broken after the switch: the destination's helper is killed,
+ * both QEMUs pause post-copy (neither host gives up its half), and Migration.Recover starts a
+ * new pair of helpers (units ferry-transport-<id>-1) through which QEMU resumes; every page
+ * arrives. The guest stays paused (option paused) so that it pulls no pages itself, and
+ * post-copy sends at 2 MiB/s, so the post-copy phase lasts long enough to break it. */
+static void test_postcopy_recover(void) {
+        g_auto(LabResult) r = {};
+        const char *lookup[] = { "busctl", "call", "org.ferry.Ferry1", "/org/ferry/Ferry1", "org.ferry.Ferry1.Manager",
+                                 "GetDomainByName", "s", "tun1", NULL };
+        g_autofree char *domain = lab_busctl_path("a", lookup);
+        const char *migrate[] = { "busctl", "call", "org.ferry.Ferry1", domain, "org.ferry.Ferry1.Domain", "Migrate",
+                                  "sa{sv}t", TO_B, "5", "tunnelled", "b", "true", "postcopy", "b", "true",
+                                  "postcopy_bandwidth", "t", "2097152", "max_bandwidth", "t", "2097152",
+                                  "paused", "b", "true", "0", NULL };
+        g_autofree char *job = lab_busctl_path("a", migrate);
+        const char *newest = "busctl call org.ferry.Ferry1 /org/ferry/Ferry1 org.freedesktop.DBus.ObjectManager "
+                             "GetManagedObjects | grep -o '/org/ferry/Ferry1/migration/[0-9]*' | sort -t/ -k6 -n | tail -1";
+
+        g_assert_true(wait_job_property("a", job, "Phase", "s \"perform\"", 60000));
+        const char *start[] = { "busctl", "call", "org.ferry.Ferry1", job, "org.ferry.Ferry1.Migration",
+                                "StartPostCopy", NULL };
+        lab_exec("a", NULL, start, &r);
+        g_assert_cmpint(r.status, ==, 0);
+        lab_result_clear(&r);
+        g_assert_true(wait_job_property("a", job, "PostCopy", "s \"active\"", 60000));
+        lab_sh("b", NULL, newest, &r);
+        g_autofree char *in = g_strdup(g_strstrip(r.out));
+        lab_result_clear(&r);
+        g_assert_true(wait_job_property("b", in, "PostCopy", "s \"active\"", 60000));
+
+        lab_sh("b", NULL, "systemctl kill -s KILL 'ferry-transport-*.service'", &r);
+        g_assert_cmpint(r.status, ==, 0);
+        lab_result_clear(&r);
+        g_assert_true(wait_job_property("a", job, "PostCopy", "s \"paused\"", 120000));
+        g_assert_true(wait_job_property("b", in, "PostCopy", "s \"paused\"", 120000));
+        g_autofree char *st_a = job_property("a", job, "State"), *st_b = job_property("b", in, "State");
+        g_assert_cmpstr(st_a, ==, "s \"running\"");
+        g_assert_cmpstr(st_b, ==, "s \"running\"");
+
+        const char *recover[] = { "busctl", "call", "org.ferry.Ferry1", job, "org.ferry.Ferry1.Migration", "Recover",
+                                  NULL };
+        lab_exec("a", NULL, recover, &r);
+        g_test_message("Recover: %s %s", r.out, r.err);
+        g_assert_cmpint(r.status, ==, 0);
+        /* QEMU resumed into the new source helper, a unit of a new name ("ferry-transport-<id>-1"). */
+        g_assert_true(g_regex_match_simple("^s \"unix:/run/ferry-transport-[0-9]+-1/qemu.sock\"", r.out, 0, 0));
+        lab_result_clear(&r);
+        g_assert_true(wait_job_property("a", job, "State", "s \"completed\"", 300000));
+        g_assert_true(wait_job_property("b", in, "State", "s \"completed\"", 60000));
+        g_autofree char *on_a = lab_domain_state("a", "tun1"), *on_b = lab_domain_state("b", "tun1");
+        g_assert_cmpstr(on_a, ==, "absent");
+        g_assert_cmpstr(on_b, ==, "paused");
+        /* Every page the host can check in a dump of b's copy, before it runs again. */
+        g_autofree char *dump = lab_guest_dump("b", "tun1", "tunnel-recovered.elf");
+        g_assert_cmpuint(lab_dump_assert_checks(dump), >, 0);
+        (void) unlink(dump);
+        CTL("b", &r, "resume", "tun1");
+        g_assert_cmpint(r.status, ==, 0);
+        lab_guest_assert_intact("b", "tun1", 3, true);
+        assert_no_transport_units();
+}
+
 int main(int argc, char *argv[]) {
         const char *hosts[] = { "a", "b", NULL };
         g_test_init(&argc, &argv, NULL);
@@ -339,6 +408,7 @@ int main(int argc, char *argv[]) {
         g_test_add_func("/lab/tunnel/cancel", test_cancel);
         g_test_add_func("/lab/tunnel/wrong-ca", test_wrong_ca);
         g_test_add_func("/lab/tunnel/postcopy", test_postcopy);
+        g_test_add_func("/lab/tunnel/postcopy-recover", test_postcopy_recover);
 
         return lab_run("tunnel", hosts);
 }
