@@ -68,18 +68,7 @@ static Pair *pair_behind_peer(Peer *peer, bool plaintext) {
         g_autofree char *pki_arg = g_strdup_printf("--pki-dir=%s/destination", pki);
         g_autofree char *socket_arg = NULL, *token_arg = NULL;
         PairOptions o = { .source_plaintext = plaintext };
-        struct sockaddr_un sa = { .sun_family = AF_UNIX };
-        Pair *p = g_new0(Pair, 1);
-
-        p->source_socket = g_strdup_printf("%s/source.sock", tmpdir);
-        p->incoming_socket = g_strdup_printf("%s/incoming.sock", tmpdir);
-        p->token_path = g_strdup_printf("%s/token", tmpdir);
-        g_assert_true(g_file_set_contents(p->token_path, TOKEN "\n", -1, NULL));
-        (void) unlink(p->incoming_socket);
-        p->incoming_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        g_strlcpy(sa.sun_path, p->incoming_socket, sizeof(sa.sun_path));
-        g_assert_cmpint(bind(p->incoming_fd, (struct sockaddr *) &sa, sizeof(sa)), ==, 0);
-        g_assert_cmpint(listen(p->incoming_fd, 64), ==, 0);
+        Pair *p = pair_new_listening();
 
         socket_arg = g_strdup_printf("--qemu-socket=%s", p->incoming_socket);
         token_arg = g_strdup_printf("--token-file=%s", p->token_path);

@@ -293,11 +293,7 @@ static void test_no_client_certificate(void) {
         unsigned port;
         int listen_fd = listen_loopback(&port), fd, conn;
         struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-        gnutls_certificate_credentials_t creds;
-        gnutls_session_t s;
-        char ca[PATH_MAX], buf[16];
         Helper *server;
-        int r;
 
         fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
         g_assert_cmpint(connect(fd, (struct sockaddr *) &sa, sizeof(sa)), ==, 0);
@@ -307,22 +303,7 @@ static void test_no_client_certificate(void) {
         server = server_start(conn, &(BusOptions) {});
         close(conn);
 
-        snprintf(ca, sizeof(ca), "%s/source/ca-cert.pem", pki);
-        g_assert_cmpint(gnutls_certificate_allocate_credentials(&creds), ==, 0);
-        g_assert_cmpint(gnutls_certificate_set_x509_trust_file(creds, ca, GNUTLS_X509_FMT_PEM), ==, 1);
-        g_assert_cmpint(gnutls_init(&s, GNUTLS_CLIENT), ==, 0);
-        g_assert_cmpint(gnutls_priority_set_direct(s, "NORMAL:-VERS-ALL:+VERS-TLS1.3", NULL), ==, 0);
-        g_assert_cmpint(gnutls_credentials_set(s, GNUTLS_CRD_CERTIFICATE, creds), ==, 0);
-        gnutls_session_set_verify_cert(s, "localhost", 0);
-        gnutls_transport_set_int(s, fd);
-        r = gnutls_handshake(s);
-        /* TLS 1.3: the client may finish first; the refusal shows on the next read. */
-        if (r == 0)
-                r = (int) gnutls_record_recv(s, buf, sizeof(buf));
-        g_test_message("client: %s", r < 0 ? gnutls_strerror(r) : "data");
-        g_assert_cmpint(r, <, 0);
-        gnutls_deinit(s);
-        gnutls_certificate_free_credentials(creds);
+        g_assert_cmpint(tls_client_without_certificate(fd), <, 0);
         close(fd);
 
         assert_exit(server, 3, "the peer sent no client certificate");

@@ -111,30 +111,9 @@ static void test_no_client_certificate(void) {
         PairOptions o = { .no_source = true };
         Pair *p = pair_start(&o);
         int fd = connect_peer(p);
-        gnutls_certificate_credentials_t creds;
-        gnutls_session_t s;
-        char ca[PATH_MAX];
-        char buf[16];
-        int r;
 
         g_assert_cmpint(send(fd, "FERRY-TRANSPORT/1 " TOKEN " 0000 T\n", PREAMBLE_SIZE, 0), ==, PREAMBLE_SIZE);
-        snprintf(ca, sizeof(ca), "%s/source/ca-cert.pem", pki);
-        g_assert_cmpint(gnutls_certificate_allocate_credentials(&creds), ==, 0);
-        g_assert_cmpint(gnutls_certificate_set_x509_trust_file(creds, ca, GNUTLS_X509_FMT_PEM), ==, 1);
-        g_assert_cmpint(gnutls_init(&s, GNUTLS_CLIENT), ==, 0);
-        g_assert_cmpint(gnutls_priority_set_direct(s, "NORMAL:-VERS-ALL:+VERS-TLS1.3", NULL), ==, 0);
-        g_assert_cmpint(gnutls_credentials_set(s, GNUTLS_CRD_CERTIFICATE, creds), ==, 0);
-        gnutls_session_set_verify_cert(s, "localhost", 0);
-        gnutls_transport_set_int(s, fd);
-        r = gnutls_handshake(s);
-        /* TLS 1.3: the client may finish first; the refusal shows on the next read. */
-        g_test_message("client handshake: %s", r < 0 ? gnutls_strerror(r) : "complete");
-        if (r == 0)
-                r = (int) gnutls_record_recv(s, buf, sizeof(buf));
-        g_test_message("client: %s", r < 0 ? gnutls_strerror(r) : "data");
-        g_assert_cmpint(r, <, 0);
-        gnutls_deinit(s);
-        gnutls_certificate_free_credentials(creds);
+        g_assert_cmpint(tls_client_without_certificate(fd), <, 0);
         close(fd);
 
         helper_wait(p->destination, true);
@@ -327,20 +306,9 @@ static void test_dispatch(void) {
         g_autoptr(GSocketAddress) bound = NULL;
         g_autoptr(GError) error = NULL;
         PairOptions o = { .no_source = true };
-        Pair *p = g_new0(Pair, 1);
-        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        Pair *p = pair_new_listening();
         Stream s[3] = {};
         int junk;
-
-        p->source_socket = g_strdup_printf("%s/source.sock", tmpdir);
-        p->incoming_socket = g_strdup_printf("%s/incoming.sock", tmpdir);
-        p->token_path = g_strdup_printf("%s/token", tmpdir);
-        g_assert_true(g_file_set_contents(p->token_path, TOKEN "\n", -1, NULL));
-        (void) unlink(p->incoming_socket);
-        p->incoming_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        g_strlcpy(sa.sun_path, p->incoming_socket, sizeof(sa.sun_path));
-        g_assert_cmpint(bind(p->incoming_fd, (struct sockaddr *) &sa, sizeof(sa)), ==, 0);
-        g_assert_cmpint(listen(p->incoming_fd, 64), ==, 0);
 
         socket_arg = g_strdup_printf("--qemu-socket=%s", p->incoming_socket);
         token_arg = g_strdup_printf("--token-file=%s", p->token_path);

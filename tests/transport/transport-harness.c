@@ -522,3 +522,48 @@ bool wait_closed_by_peer(int fd, int64_t deadline) {
                         return n == 0 || errno == ECONNRESET;
         }
 }
+
+/* A pair whose "destination QEMU" listens and whose token file is written, with neither helper
+ * started: the tests that start the destination themselves (behind a dispatcher) begin here. */
+Pair *pair_new_listening(void) {
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        Pair *p = g_new0(Pair, 1);
+
+        p->source_socket = g_strdup_printf("%s/source.sock", tmpdir);
+        p->incoming_socket = g_strdup_printf("%s/incoming.sock", tmpdir);
+        p->token_path = g_strdup_printf("%s/token", tmpdir);
+        g_assert_true(g_file_set_contents(p->token_path, TOKEN "\n", -1, NULL));
+        (void) unlink(p->incoming_socket);
+        p->incoming_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        g_strlcpy(sa.sun_path, p->incoming_socket, sizeof(sa.sun_path));
+        g_assert_cmpint(bind(p->incoming_fd, (struct sockaddr *) &sa, sizeof(sa)), ==, 0);
+        g_assert_cmpint(listen(p->incoming_fd, 64), ==, 0);
+        return p;
+}
+
+/* A TLS 1.3 client on fd that trusts the test CA and offers no certificate (only GnuTLS can
+ * play that peer): returns the handshake's result, or the first read's when the client
+ * finished first (TLS 1.3 lets it; the server's refusal shows on the next read). */
+int tls_client_without_certificate(int fd) {
+        gnutls_certificate_credentials_t creds;
+        gnutls_session_t s;
+        char ca[PATH_MAX], buf[16];
+        int r;
+
+        snprintf(ca, sizeof(ca), "%s/source/ca-cert.pem", pki);
+        g_assert_cmpint(gnutls_certificate_allocate_credentials(&creds), ==, 0);
+        g_assert_cmpint(gnutls_certificate_set_x509_trust_file(creds, ca, GNUTLS_X509_FMT_PEM), ==, 1);
+        g_assert_cmpint(gnutls_init(&s, GNUTLS_CLIENT), ==, 0);
+        g_assert_cmpint(gnutls_priority_set_direct(s, "NORMAL:-VERS-ALL:+VERS-TLS1.3", NULL), ==, 0);
+        g_assert_cmpint(gnutls_credentials_set(s, GNUTLS_CRD_CERTIFICATE, creds), ==, 0);
+        gnutls_session_set_verify_cert(s, "localhost", 0);
+        gnutls_transport_set_int(s, fd);
+        r = gnutls_handshake(s);
+        g_test_message("client handshake: %s", r < 0 ? gnutls_strerror(r) : "complete");
+        if (r == 0)
+                r = (int) gnutls_record_recv(s, buf, sizeof(buf));
+        g_test_message("client: %s", r < 0 ? gnutls_strerror(r) : "data");
+        gnutls_deinit(s);
+        gnutls_certificate_free_credentials(creds);
+        return r;
+}

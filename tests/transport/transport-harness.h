@@ -104,6 +104,8 @@ void assert_status(Helper *h, int exit_status, const char *status_prefix, const 
 void pair_start_source(Pair *p, const PairOptions *o);
 Pair *pair_start(const PairOptions *o);
 void pair_free(Pair *p);
+Pair *pair_new_listening(void);
+int tls_client_without_certificate(int fd);
 int connect_unix(const char *path);
 int accept_timeout(int listen_fd, int msec);
 void flow_start(Flow *f, int write_fd, int read_fd, uint64_t seed, size_t length);
