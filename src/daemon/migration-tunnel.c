@@ -3,7 +3,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <glib.h>
-#include <grp.h>
 #include <string.h>
 #include <sys/random.h>
 #include <sys/stat.h>
@@ -12,6 +11,7 @@
 #include "build-config.h"
 #include "domain.h"
 #include "ferry-bus.h"
+#include "fileio.h"
 #include "log.h"
 #include "manager.h"
 #include "migration-internal.h"
@@ -151,18 +151,6 @@ int tunnel_check_destination_options(Manager *manager, const MigrationOptions *o
 /* QEMU's incoming sockets: root's directory, which the group may only enter. */
 static char *incoming_dir(Manager *manager) {
         return g_build_filename(manager->runtime_dir, "transport-in", NULL);
-}
-
-static int share_with_group(const char *path, mode_t mode) {
-        struct group *g;
-
-        errno = 0;
-        g = getgrnam(TRANSPORT_GROUP);
-        if (!g)
-                return errno > 0 ? -errno : -ESRCH;
-        if (chown(path, (uid_t) -1, g->gr_gid) < 0 || chmod(path, mode) < 0)
-                return -errno;
-        return 0;
 }
 
 char *tunnel_incoming_uri(Manager *manager, const char *domain_uuid) {
@@ -413,9 +401,9 @@ int tunnel_start_destination(Migration *m, const char *domain_uuid, TunnelReady 
         g_ptr_array_add(t->argv, g_strdup_printf("--qemu-socket=%s", t->socket_path));
         /* QEMU (root) made its socket: the helper's group may enter and connect. */
         g_autofree char *in_dir = incoming_dir(m->manager);
-        r = share_with_group(in_dir, 0710);
+        r = share_with_group(in_dir, TRANSPORT_GROUP, 0710);
         if (r >= 0)
-                r = share_with_group(t->socket_path, 0660);
+                r = share_with_group(t->socket_path, TRANSPORT_GROUP, 0660);
         if (r < 0)
                 return r;
         /* ferry-peer looks for the token's socket here; the helper makes it in its runtime
@@ -538,7 +526,7 @@ void tunnel_end(Migration *m) {
          * its work (QEMU leaves its incoming one behind). */
         if (t->socket_path)
                 (void) unlink(t->socket_path);
-        /* The helper removes it when it ends; not when it was killed. */
+        /* The link for ferry-peer (the helper's own socket goes with its runtime directory). */
         if (t->dispatch_path)
                 (void) unlink(t->dispatch_path);
         if (!t->unit)

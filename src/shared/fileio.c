@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -54,5 +55,17 @@ int write_file_atomic(const char *path, const void *data, size_t length, mode_t 
         dfd = open(dirname(dir_copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (dfd >= 0)
                 (void) fsync(dfd);
+        return 0;
+}
+
+int share_with_group(const char *path, const char *group, mode_t mode) {
+        struct group *g;
+
+        errno = 0;
+        g = getgrnam(group);
+        if (!g)
+                return errno > 0 ? -errno : -ESRCH;
+        if (chown(path, (uid_t) -1, g->gr_gid) < 0 || chmod(path, mode) < 0)
+                return -errno;
         return 0;
 }

@@ -2,7 +2,6 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
-#include <grp.h>
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -16,6 +15,7 @@
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
+#include "fileio.h"
 #include "macro.h"
 #include "selinux-socket.h"
 #include "sockets.h"
@@ -133,20 +133,6 @@ int listen_qemu_socket(const char *path, const char *context, int *ret_fd) {
         return 0;
 }
 
-/* The dispatcher (ferry-peer) runs as root without CAP_DAC_OVERRIDE: a helper running as
- * another user lets it in through a group both belong to. */
-static int share_with_group(const char *path, const char *group) {
-        struct group *g;
-
-        errno = 0;
-        g = getgrnam(group);
-        if (!g)
-                return errno > 0 ? -errno : -ESRCH;
-        if (chown(path, (uid_t) -1, g->gr_gid) < 0 || chmod(path, 0660) < 0)
-                return -errno;
-        return 0;
-}
-
 int listen_peer(const char *listen_address, const char *dispatch_socket, const char *dispatch_group, int *ret_fd,
                 char *desc, size_t desc_size) {
         struct sockaddr_storage sa;
@@ -176,7 +162,8 @@ int listen_peer(const char *listen_address, const char *dispatch_socket, const c
                         return r;
                 }
                 if (dispatch_group) {
-                        r = share_with_group(dispatch_socket, dispatch_group);
+                        /* ferry-peer (root without CAP_DAC_OVERRIDE) gets in through the group. */
+                        r = share_with_group(dispatch_socket, dispatch_group, 0660);
                         if (r < 0) {
                                 (void) unlink(dispatch_socket);
                                 safe_close(fd);
