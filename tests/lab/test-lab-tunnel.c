@@ -155,18 +155,24 @@ static void test_tls(void) {
         assert_no_transport_units();
 }
 
+/* Migrate tun1 b -> a through the tunnel at 1 MiB/s, so that it is still going a while later;
+ * returns b's Migration object. */
+static char *start_slow_tunnel(void) {
+        const char *lookup[] = { "busctl", "call", "org.ferry.Ferry1", "/org/ferry/Ferry1", "org.ferry.Ferry1.Manager",
+                                 "GetDomainByName", "s", "tun1", NULL };
+        g_autofree char *domain = lab_busctl_path("b", lookup);
+        const char *migrate[] = { "busctl", "call", "org.ferry.Ferry1", domain, "org.ferry.Ferry1.Domain", "Migrate",
+                                  "sa{sv}t", TO_A, "2", "max_bandwidth", "t", "1048576", "tunnelled", "b", "true", "0",
+                                  NULL };
+        return lab_busctl_path("b", migrate);
+}
+
 /* A helper killed mid-stream on host kill_on (b: the source's, a: the destination's): the
  * migration fails with the helper's unit named, the guest goes on on b, nothing is left on a. */
 static void run_helper_killed(const char *kill_on) {
         g_auto(LabResult) r = {};
-        const char *lookup[] = { "busctl", "call", "org.ferry.Ferry1", "/org/ferry/Ferry1", "org.ferry.Ferry1.Manager",
-                                 "GetDomainByName", "s", "tun1", NULL };
-        g_autofree char *domain = lab_busctl_path("b", lookup);
-        /* 1 MiB/s: the stream is still going when the helper dies. */
-        const char *migrate[] = { "busctl", "call", "org.ferry.Ferry1", domain, "org.ferry.Ferry1.Domain", "Migrate",
-                                  "sa{sv}t", TO_A, "2", "max_bandwidth", "t", "1048576", "tunnelled", "b", "true", "0",
-                                  NULL };
-        g_autofree char *job = lab_busctl_path("b", migrate);
+        /* The stream is still going when the helper dies. */
+        g_autofree char *job = start_slow_tunnel();
         g_autofree char *in_perform = g_strdup_printf(
                 "busctl get-property org.ferry.Ferry1 %s org.ferry.Ferry1.Migration Phase | grep -q perform && "
                 "systemctl -q is-active 'ferry-transport-*.service'", job);
@@ -204,13 +210,7 @@ static void test_destination_helper_killed(void) {
 
 static void test_cancel(void) {
         g_auto(LabResult) r = {};
-        const char *lookup[] = { "busctl", "call", "org.ferry.Ferry1", "/org/ferry/Ferry1", "org.ferry.Ferry1.Manager",
-                                 "GetDomainByName", "s", "tun1", NULL };
-        g_autofree char *domain = lab_busctl_path("b", lookup);
-        const char *migrate[] = { "busctl", "call", "org.ferry.Ferry1", domain, "org.ferry.Ferry1.Domain", "Migrate",
-                                  "sa{sv}t", TO_A, "2", "max_bandwidth", "t", "1048576", "tunnelled", "b", "true", "0",
-                                  NULL };
-        g_autofree char *job = lab_busctl_path("b", migrate);
+        g_autofree char *job = start_slow_tunnel();
         g_autofree char *relaying = g_strdup_printf(
                 "busctl get-property org.ferry.Ferry1 %s org.ferry.Ferry1.Migration Phase | grep -q perform && "
                 "systemctl show -P StatusText 'ferry-transport-*.service' | grep -q '^relaying'", job);
