@@ -13,6 +13,10 @@
 
 /* ferryctl ARGS... inside host (as root); the result in *r. */
 void lab_ctl(const char *host, LabResult *r, const char *const *args);
+/* Shell: the object path of the host's newest Migration object. */
+#define LAB_NEWEST_MIGRATION                                                                           \
+        "busctl call org.ferry.Ferry1 /org/ferry/Ferry1 org.freedesktop.DBus.ObjectManager GetManagedObjects | " \
+        "grep -o '/org/ferry/Ferry1/migration/[0-9]*' | sort -t/ -k6 -n | tail -1"
 #define LAB_CTL(host, r, ...) lab_ctl(host, r, (const char *const[]) { __VA_ARGS__, NULL })
 
 /* Domain XML of the test guest: 128 MiB + 8 KiB of RAM, because QEMU 7.2 under TCG loses dirty

@@ -50,6 +50,14 @@ static void assert_only_on(const char *host, const char *other) {
         g_assert_true(lab_wait_for(other, gone, 30000));
 }
 
+/* The guest runs on host, finds every block it wrote (before and after the move) and every
+ * page; it is gone from other. */
+static void assert_arrived(const char *host, const char *other) {
+        assert_only_on(host, other);
+        g_assert_true(lab_wait_for(host, "test $(grep -c 'ALIVE.*disk-written' /run/ferry-test/st1.log) -ge 3", 60000));
+        lab_guest_assert_intact(host, "st1", 3, true);
+}
+
 static void test_copy_all_byte_for_byte(void) {
         g_auto(LabResult) r = {};
         g_autofree char *src = var_file("a", "lib/ferry/images/st1.img");
@@ -110,10 +118,8 @@ static void test_copy_inc_onto_existing(void) {
         CTL("b", &r, "migrate", "--p2p", "--copy-storage-inc", "--migrate-disks", "vda", "st1", TO_A);
         g_test_message("%s", r.err);
         g_assert_cmpint(r.status, ==, 0);
-        assert_only_on("a", "b");
         /* a's guest reads back what it wrote on b. */
-        g_assert_true(lab_wait_for("a", "test $(grep -c 'ALIVE.*disk-written' /run/ferry-test/st1.log) -ge 3", 60000));
-        lab_guest_assert_intact("a", "st1", 3, true);
+        assert_arrived("a", "b");
 }
 
 /* A failed migration from a to b: the guest stays on a; returns ferryctl's stderr. */
@@ -204,9 +210,7 @@ static void test_faults(void) {
         CTL("a", &r, "migrate", "--p2p", "--copy-storage-all", "st1", TO_B);
         g_test_message("%s", r.err);
         g_assert_cmpint(r.status, ==, 0);
-        assert_only_on("b", "a");
-        g_assert_true(lab_wait_for("b", "test $(grep -c 'ALIVE.*disk-written' /run/ferry-test/st1.log) -ge 3", 60000));
-        lab_guest_assert_intact("b", "st1", 3, true);
+        assert_arrived("b", "a");
 }
 
 static void test_refusals(void) {
@@ -272,14 +276,10 @@ static void test_copy_with_tls(void) {
         CTL("b", &r, "migrate", "--p2p", "--tls", "--copy-storage-all", "st1", TO_A);
         g_test_message("%s", r.err);
         g_assert_cmpint(r.status, ==, 0);
-        assert_only_on("a", "b");
-        g_assert_true(lab_wait_for("a", "test $(grep -c 'ALIVE.*disk-written' /run/ferry-test/st1.log) -ge 3", 60000));
-        lab_guest_assert_intact("a", "st1", 3, true);
+        assert_arrived("a", "b");
         /* The job says what it did. */
         lab_result_clear(&r);
-        const char *tls[] = { "sh", "-c", "busctl get-property org.ferry.Ferry1 $(busctl call org.ferry.Ferry1 "
-                              "/org/ferry/Ferry1 org.freedesktop.DBus.ObjectManager GetManagedObjects | "
-                              "grep -o '/org/ferry/Ferry1/migration/[0-9]*' | sort -t/ -k6 -n | tail -1) "
+        const char *tls[] = { "sh", "-c", "busctl get-property org.ferry.Ferry1 $(" LAB_NEWEST_MIGRATION ") "
                               "org.ferry.Ferry1.Migration TLS CopyStorage", NULL };
         lab_exec("a", NULL, tls, &r);
         g_assert_cmpstr(r.out, ==, "b true\ns \"all\"\n");
@@ -294,13 +294,9 @@ static void test_unix_disks_uri(void) {
             "st1", TO_B);
         g_test_message("%s", r.err);
         g_assert_cmpint(r.status, ==, 0);
-        assert_only_on("b", "a");
-        g_assert_true(lab_wait_for("b", "test $(grep -c 'ALIVE.*disk-written' /run/ferry-test/st1.log) -ge 3", 60000));
-        lab_guest_assert_intact("b", "st1", 3, true);
+        assert_arrived("b", "a");
         lab_result_clear(&r);
-        lab_sh("b", NULL, "busctl get-property org.ferry.Ferry1 $(busctl call org.ferry.Ferry1 /org/ferry/Ferry1 "
-                          "org.freedesktop.DBus.ObjectManager GetManagedObjects | grep -o '/org/ferry/Ferry1/migration/[0-9]*' "
-                          "| sort -t/ -k6 -n | tail -1) org.ferry.Ferry1.Migration DisksURI", &r);
+        lab_sh("b", NULL, "busctl get-property org.ferry.Ferry1 $(" LAB_NEWEST_MIGRATION ") org.ferry.Ferry1.Migration DisksURI", &r);
         g_assert_cmpstr(r.out, ==, "s \"unix:///run/ferry-lab-peers/st1-nbd.sock\"\n");
 }
 
@@ -312,13 +308,9 @@ static void test_with_parallel_connections(void) {
         CTL("b", &r, "migrate", "--p2p", "--copy-storage-all", "--parallel-connections", "2", "st1", TO_A);
         g_test_message("%s", r.err);
         g_assert_cmpint(r.status, ==, 0);
-        assert_only_on("a", "b");
-        g_assert_true(lab_wait_for("a", "test $(grep -c 'ALIVE.*disk-written' /run/ferry-test/st1.log) -ge 3", 60000));
-        lab_guest_assert_intact("a", "st1", 3, true);
+        assert_arrived("a", "b");
         lab_result_clear(&r);
-        lab_sh("b", NULL, "busctl get-property org.ferry.Ferry1 $(busctl call org.ferry.Ferry1 /org/ferry/Ferry1 "
-                          "org.freedesktop.DBus.ObjectManager GetManagedObjects | grep -o '/org/ferry/Ferry1/migration/[0-9]*' "
-                          "| sort -t/ -k6 -n | tail -1) org.ferry.Ferry1.Migration State CopyStorage ParallelConnections", &r);
+        lab_sh("b", NULL, "busctl get-property org.ferry.Ferry1 $(" LAB_NEWEST_MIGRATION ") org.ferry.Ferry1.Migration State CopyStorage ParallelConnections", &r);
         g_assert_cmpstr(r.out, ==, "s \"completed\"\ns \"all\"\nu 2\n");
 }
 

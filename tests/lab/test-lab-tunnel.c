@@ -343,8 +343,6 @@ static void test_postcopy_recover(void) {
                                   "postcopy_bandwidth", "t", "2097152", "max_bandwidth", "t", "2097152",
                                   "paused", "b", "true", "0", NULL };
         g_autofree char *job = lab_busctl_path("a", migrate);
-        const char *newest = "busctl call org.ferry.Ferry1 /org/ferry/Ferry1 org.freedesktop.DBus.ObjectManager "
-                             "GetManagedObjects | grep -o '/org/ferry/Ferry1/migration/[0-9]*' | sort -t/ -k6 -n | tail -1";
 
         g_assert_true(wait_job_property("a", job, "Phase", "s \"perform\"", 60000));
         const char *start[] = { "busctl", "call", "org.ferry.Ferry1", job, "org.ferry.Ferry1.Migration",
@@ -353,7 +351,7 @@ static void test_postcopy_recover(void) {
         g_assert_cmpint(r.status, ==, 0);
         lab_result_clear(&r);
         g_assert_true(wait_job_property("a", job, "PostCopy", "s \"active\"", 60000));
-        lab_sh("b", NULL, newest, &r);
+        lab_sh("b", NULL, LAB_NEWEST_MIGRATION, &r);
         g_autofree char *in = g_strdup(g_strstrip(r.out));
         lab_result_clear(&r);
         g_assert_true(wait_job_property("b", in, "PostCopy", "s \"active\"", 60000));

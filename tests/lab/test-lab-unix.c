@@ -109,9 +109,7 @@ static void test_unix_sockets_only(void) {
         /* The source's job went where the command said, over nothing but the shared directory (the
          * hypervisor URI as QEMU spells it). */
         lab_result_clear(&r);
-        lab_sh("a", NULL, "busctl get-property org.ferry.Ferry1 $(busctl call org.ferry.Ferry1 /org/ferry/Ferry1 "
-                          "org.freedesktop.DBus.ObjectManager GetManagedObjects | grep -o '/org/ferry/Ferry1/migration/[0-9]*' "
-                          "| sort -t/ -k6 -n | tail -1) org.ferry.Ferry1.Migration State DestinationURI HypervisorURI DisksURI",
+        lab_sh("a", NULL, "busctl get-property org.ferry.Ferry1 $(" LAB_NEWEST_MIGRATION ") org.ferry.Ferry1.Migration State DestinationURI HypervisorURI DisksURI",
                &r);
         g_assert_cmpstr(r.out, ==, "s \"completed\"\ns \"ferry+unix:///system?socket=" MIGDIR "/ferry-sock\"\n"
                                    "s \"unix:" MIGDIR "/qemu-sock\"\ns \"unix://" MIGDIR "/nbd-sock\"\n");

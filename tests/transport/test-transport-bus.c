@@ -288,8 +288,9 @@ static void test_dn_file(void) {
                     "the client certificate's DN \"CN=source.test,O=Ferry test\" is not in the allowed list");
 }
 
-/* A client that offers no certificate: only GnuTLS can play it. */
-static void test_no_client_certificate(void) {
+/* --bus-serve on an accepted loopback connection whose other end the test plays itself
+ * (*ret_fd): a peer that is not ferry-transport --bus-connect. */
+static Helper *server_for_test_client(const BusOptions *o, int *ret_fd) {
         unsigned port;
         int listen_fd = listen_loopback(&port), fd, conn;
         struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
@@ -300,8 +301,16 @@ static void test_no_client_certificate(void) {
         conn = accept_timeout(listen_fd, WAIT_MSEC);
         g_assert_cmpint(conn, >=, 0);
         close(listen_fd);
-        server = server_start(conn, &(BusOptions) {});
+        server = server_start(conn, o);
         close(conn);
+        *ret_fd = fd;
+        return server;
+}
+
+/* A client that offers no certificate: only GnuTLS can play it. */
+static void test_no_client_certificate(void) {
+        int fd;
+        Helper *server = server_for_test_client(&(BusOptions) {}, &fd);
 
         g_assert_cmpint(tls_client_without_certificate(fd), <, 0);
         close(fd);
@@ -312,18 +321,9 @@ static void test_no_client_certificate(void) {
 
 /* A peer that connects and says nothing is dropped after the handshake timeout. */
 static void test_silent_peer(void) {
-        unsigned port;
-        int listen_fd = listen_loopback(&port), fd, conn;
-        struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-        Helper *server;
+        int fd;
+        Helper *server = server_for_test_client(&(BusOptions) { .handshake_timeout = "1" }, &fd);
 
-        fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        g_assert_cmpint(connect(fd, (struct sockaddr *) &sa, sizeof(sa)), ==, 0);
-        conn = accept_timeout(listen_fd, WAIT_MSEC);
-        g_assert_cmpint(conn, >=, 0);
-        close(listen_fd);
-        server = server_start(conn, &(BusOptions) { .handshake_timeout = "1" });
-        close(conn);
         assert_exit(server, 4, "failed: the TLS handshake did not finish within 1 s");
         g_assert_true(wait_closed_by_peer(fd, deadline_after(WAIT_MSEC)));
         close(fd);
