@@ -315,9 +315,13 @@ static int monitor_process_input(QemuMonitor *m) {
         if (m->state == MONITOR_CLOSED)
                 return 0;
 
-        memmove(m->rbuf, m->rbuf + start, m->rsize - start);
-        m->rsize -= start;
-        m->rscan -= start;
+        /* Only when lines were consumed: a long line arriving in many reads must not be moved
+         * onto itself after each one. */
+        if (start > 0) {
+                memmove(m->rbuf, m->rbuf + start, m->rsize - start);
+                m->rsize -= start;
+                m->rscan -= start;
+        }
         if (m->rsize > QEMU_MONITOR_MESSAGE_MAX)
                 return -EMSGSIZE;
         if (m->ralloc > READ_BUFFER_KEEP && m->rsize + READ_CHUNK <= READ_BUFFER_KEEP) {
