@@ -338,6 +338,9 @@ static int start_helper(MigrationTunnel *t, GPtrArray *argv, char **ret_error) {
                 .notify = true,
                 .collect_failed = true,
                 .sandbox = true,
+                /* The destination's streams come from ferry-peer as accepted sockets
+                 * (SCM_RIGHTS); it never makes an IP socket itself. */
+                .unix_sockets_only = !source,
                 .dynamic_user = true,
                 .supplementary_group = source ? NULL : TRANSPORT_GROUP,
                 .runtime_directory = runtime,

@@ -161,7 +161,7 @@ static int append_exec_start(sd_bus_message *m, char **argv) {
 /* What systemd's sandboxing gives a network relay that needs no privilege: no capabilities, no
  * new privileges, a read-only system (the unit's RuntimeDirectory= aside), only the address
  * families it uses, the system-service call set. */
-static int append_sandbox(sd_bus_message *m) {
+static int append_sandbox(sd_bus_message *m, bool unix_sockets_only) {
         int r;
 
         r = sd_bus_message_append(m, "(sv)(sv)(sv)(sv)(sv)(sv)(sv)(sv)(sv)(sv)",
@@ -188,7 +188,11 @@ static int append_sandbox(sd_bus_message *m) {
                                   "UMask", "u", (uint32_t) 0077);
         if (r < 0)
                 return r;
-        r = sd_bus_message_append(m, "(sv)", "RestrictAddressFamilies", "(bas)", 1, 3, "AF_UNIX", "AF_INET", "AF_INET6");
+        if (unix_sockets_only)
+                r = sd_bus_message_append(m, "(sv)", "RestrictAddressFamilies", "(bas)", 1, 1, "AF_UNIX");
+        else
+                r = sd_bus_message_append(m, "(sv)", "RestrictAddressFamilies", "(bas)", 1, 3,
+                                          "AF_UNIX", "AF_INET", "AF_INET6");
         if (r < 0)
                 return r;
         r = sd_bus_message_append(m, "(sv)", "SystemCallArchitectures", "as", 1, "native");
@@ -260,7 +264,7 @@ int unit_start_transient(sd_bus *bus, const TransientService *svc, UnitJobDone d
                         return r;
         }
         if (svc->sandbox) {
-                r = append_sandbox(m);
+                r = append_sandbox(m, svc->unix_sockets_only);
                 if (r < 0)
                         return r;
         }

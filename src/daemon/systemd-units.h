@@ -29,6 +29,9 @@ typedef struct TransientService {
         /* The transport helper's sandbox (docs/transport.md, "The transient units"); writable:
          * only the runtime directory. */
         bool sandbox;
+        /* With sandbox: RestrictAddressFamilies=AF_UNIX only (no IP socket can be created; sockets
+         * received over a UNIX socket still work), instead of AF_UNIX AF_INET AF_INET6. */
+        bool unix_sockets_only;
         /* DynamicUser=yes: a user of its own that exists while the unit runs. */
         bool dynamic_user;
         const char *runtime_directory; /* RuntimeDirectory=, relative to /run, owned by the unit's user */

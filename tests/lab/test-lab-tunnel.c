@@ -250,6 +250,16 @@ static void test_cancel(void) {
                 g_assert_cmpuint(owner, ==, uid);
                 g_assert_cmpstr(dynamic, ==, "yes");
                 lab_result_clear(&r);
+                /* Only the source's makes IP sockets; the destination's cannot. */
+                lab_sh(h, NULL, "systemctl show -P RestrictAddressFamilies 'ferry-transport-*.service'", &r);
+                g_test_message("%s: RestrictAddressFamilies=%s", h, r.out);
+                g_assert_cmpint(r.status, ==, 0);
+                g_assert_nonnull(strstr(r.out, "AF_UNIX"));
+                if (g_str_equal(h, "b"))
+                        g_assert_nonnull(strstr(r.out, "AF_INET"));
+                else
+                        g_assert_null(strstr(r.out, "AF_INET"));
+                lab_result_clear(&r);
         }
         const char *cancel[] = { "busctl", "call", "org.ferry.Ferry1", job, "org.ferry.Ferry1.Migration", "Cancel", NULL };
         lab_exec("b", NULL, cancel, &r);
