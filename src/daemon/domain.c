@@ -6,7 +6,7 @@
 #include <glib/gstdio.h>
 #include <json-glib/json-glib.h>
 #include <string.h>
-#include <sys/inotify.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <systemd/sd-bus.h>
 #include <unistd.h>
@@ -70,6 +70,7 @@ int domain_new(Manager *m, DomainDef *def, bool persistent, Domain **ret) {
                 .persistent = persistent,
                 .state = DOMAIN_SHUTOFF,
                 .reason = REASON_UNKNOWN,
+                .qmp_stdin_peer = -EBADF,
         };
         domain_uuid_format(def->uuid, d->uuid_string);
         d->unit = unit_name_for_domain(def->name);
@@ -92,8 +93,7 @@ static void on_unit_stopped(void *userdata, int error, const char *message);
 
 static void release_qemu(Domain *d) {
         d->monitor = qemu_monitor_free(d->monitor);
-        d->socket_watch = sd_event_source_disable_unref(d->socket_watch);
-        d->connect_retry = sd_event_source_disable_unref(d->connect_retry);
+        d->qmp_stdin_peer = safe_close(d->qmp_stdin_peer);
         d->unit_job = unit_job_free(d->unit_job);
 }
 
@@ -458,44 +458,10 @@ static const QemuMonitorCallbacks monitor_callbacks = {
         .ready = on_monitor_ready,
 };
 
+/* A restarted ferryd re-attaching to a QEMU that is (nearly always) long up, through its
+ * listening -qmp socket (domain_start() says why a starting QEMU is not connected this way). */
 static int connect_monitor(Domain *d) {
-        d->socket_watch = sd_event_source_disable_unref(d->socket_watch);
         return qemu_monitor_connect(manager_event(d->manager), d->qmp_path, &monitor_callbacks, d, &d->monitor);
-}
-
-static void try_connect(Domain *d);
-
-static int on_connect_retry(sd_event_source *s, uint64_t usec, void *userdata) {
-        Domain *d = userdata;
-        d->connect_retry = sd_event_source_disable_unref(d->connect_retry);
-        try_connect(d);
-        return 0;
-}
-
-static void try_connect(Domain *d) {
-        int r = connect_monitor(d);
-
-        /* QEMU creates the socket file with bind() and listens a moment later; a connect in
-         * between is refused, and inotify has no event for listen(). So try again shortly;
-         * the start operation's timer bounds the retries. */
-        if (r == -ECONNREFUSED && d->op == DOMAIN_OP_START) {
-                r = sd_event_add_time_relative(manager_event(d->manager), &d->connect_retry, CLOCK_MONOTONIC,
-                                               20 * 1000, 0, on_connect_retry, d);
-                if (r >= 0)
-                        return;
-        }
-        if (r < 0)
-                stop_qemu_after_failure(d, r, "cannot connect to QEMU's monitor");
-}
-
-/* QEMU creates its QMP socket shortly after exec; inotify tells us when, without polling. */
-static int on_run_dir_event(sd_event_source *s, const struct inotify_event *ev, void *userdata) {
-        Domain *d = userdata;
-
-        if (!ev->len || strcmp(ev->name, "qmp.sock") != 0 || d->monitor || d->connect_retry)
-                return 0;
-        try_connect(d);
-        return 0;
 }
 
 static int on_op_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
@@ -526,6 +492,7 @@ static void on_unit_started(void *userdata, int error, const char *message) {
 
         d->unit_job = unit_job_free(d->unit_job);
         if (error < 0) {
+                d->qmp_stdin_peer = safe_close(d->qmp_stdin_peer);
                 /* Nothing runs, so nothing to stop. */
                 g_autofree char *msg = g_strdup_printf("cannot start %s: %s", d->unit, message ?: "failed");
                 log_error_errno(error, "Domain %s: %s", d->def->name, msg);
@@ -533,18 +500,15 @@ static void on_unit_started(void *userdata, int error, const char *message) {
                 return;
         }
 
-        r = sd_event_add_inotify(manager_event(d->manager), &d->socket_watch, d->run_dir,
-                                 IN_CREATE | IN_MOVED_TO | IN_ONLYDIR, on_run_dir_event, d);
-        if (r < 0) {
-                stop_qemu_after_failure(d, r, "cannot watch for QEMU's monitor socket");
-                return;
-        }
-        /* It may already be there. */
-        if (access(d->qmp_path, F_OK) == 0)
-                try_connect(d);
+        /* The connection exists already; QEMU greets on it once its monitor is set up. */
+        r = qemu_monitor_connect_fd(manager_event(d->manager), TAKE_FD(d->qmp_stdin_peer), &monitor_callbacks, d,
+                                    &d->monitor);
+        if (r < 0)
+                stop_qemu_after_failure(d, r, "cannot talk to QEMU's monitor");
 }
 
 int domain_start(Domain *d, bool paused, DomainDone done, void *userdata) {
+        _cleanup_close_ int qmp_ours = -EBADF, qmp_qemus = -EBADF;
         g_autofree char *description = NULL;
         g_auto(GStrv) argv = NULL;
         QemuLaunchParams p;
@@ -560,6 +524,21 @@ int domain_start(Domain *d, bool paused, DomainDone done, void *userdata) {
         if (r < 0)
                 goto fail;
         (void) unlink(d->qmp_path);
+        /* ferryd talks to the QEMU it starts over a socketpair, QEMU's end as its stdin: the
+         * connection exists before QEMU does. Connecting to QEMU's listening socket while it
+         * starts can race QEMU 7.2's move of the monitor to its I/O thread, after which QEMU
+         * reads the connection from two threads and takes commands with bytes swapped
+         * ("exectue"); seen in test-qemu-monitor under load. The listening socket stays for a
+         * restarted ferryd (connect_monitor()). */
+        {
+                int pair[2];
+                if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) < 0) {
+                        r = -errno;
+                        goto fail;
+                }
+                qmp_ours = pair[0];
+                qmp_qemus = pair[1];
+        }
 
         p = (QemuLaunchParams) {
                 .qmp_socket = d->qmp_path,
@@ -567,6 +546,7 @@ int domain_start(Domain *d, bool paused, DomainDone done, void *userdata) {
                 .kvm = manager_kvm_available(d->manager),
                 .start_paused = true,    /* always: we connect before the guest runs */
                 .incoming_defer = d->incoming_uri != NULL,
+                .qmp_on_stdin = true,
         };
         r = qemu_build_argv(d->incoming_def ?: d->def, &p, &argv);
         if (r < 0)
@@ -590,10 +570,12 @@ int domain_start(Domain *d, bool paused, DomainDone done, void *userdata) {
                 .description = description,
                 .slice = "machine.slice",
                 .argv = argv,
+                .stdin_fd = qmp_qemus,
         };
         r = unit_start_transient(manager_bus(d->manager), &svc, on_unit_started, d, &d->unit_job);
         if (r < 0)
                 goto fail;
+        d->qmp_stdin_peer = TAKE_FD(qmp_ours);
         r = arm_op_timer(d, QMP_SOCKET_TIMEOUT_USEC);
         if (r < 0)
                 goto fail;

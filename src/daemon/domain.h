@@ -97,8 +97,7 @@ typedef struct Domain {
         char *qmp_path;
         QemuMonitor *monitor;
         UnitJob *unit_job;
-        sd_event_source *socket_watch;  /* inotify: waiting for QEMU's QMP socket */
-        sd_event_source *connect_retry; /* the socket exists but QEMU does not listen yet */
+        int qmp_stdin_peer;             /* while QEMU's unit starts: our end of its stdin monitor */
         sd_event_source *op_timer;
 
         /* One operation at a time (libvirt's job lock); others get -EBUSY. */

@@ -227,6 +227,12 @@ int qemu_build_argv(const DomainDef *def, const QemuLaunchParams *p, char ***ret
 
         arg(a, "-qmp");
         argf(a, "unix:%s,server=on,wait=off", qmp);
+        if (p->qmp_on_stdin) {
+                arg(a, "-chardev");
+                arg(a, "socket,id=ferry-qmp-stdin,fd=0");
+                arg(a, "-mon");
+                arg(a, "chardev=ferry-qmp-stdin,mode=control");
+        }
         if (vnc_socket) {
                 g_autofree char *v = qemu_option_escape(vnc_socket);
                 arg(a, "-vnc");

@@ -10,6 +10,9 @@
 
 typedef struct QemuLaunchParams {
         const char *qmp_socket;      /* UNIX socket path for QMP (server, wait=off) */
+        /* A second QMP monitor on fd 0, a connected socket whose other end the caller holds:
+         * how ferryd talks to a QEMU it started (docs/domains.md, "The QMP connection"). */
+        bool qmp_on_stdin;
         const char *runtime_dir;     /* /run/ferry/domains/<uuid>/ for other sockets */
         bool incoming_defer;         /* add "-incoming defer" */
         bool kvm;                    /* /dev/kvm usable: -accel kvm, else -accel tcg */

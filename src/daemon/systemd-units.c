@@ -288,6 +288,14 @@ int unit_start_transient(sd_bus *bus, const TransientService *svc, UnitJobDone d
                 if (r < 0)
                         return r;
         }
+        if (svc->stdin_fd > 0) {
+                r = sd_bus_message_append(m, "(sv)(sv)(sv)",
+                                          "StandardInputFileDescriptor", "h", svc->stdin_fd,
+                                          "StandardOutput", "s", "journal",
+                                          "StandardError", "s", "journal");
+                if (r < 0)
+                        return r;
+        }
         r = append_exec_start(m, svc->argv);
         if (r < 0)
                 return r;

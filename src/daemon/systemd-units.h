@@ -37,6 +37,9 @@ typedef struct TransientService {
         const char *runtime_directory; /* RuntimeDirectory=, relative to /run, owned by the unit's user */
         const char *supplementary_group; /* SupplementaryGroups= (one) */
         char **credentials;            /* NULL-terminated "ID", "PATH" pairs for LoadCredential= */
+        /* > 0: the service's stdin (StandardInputFileDescriptor=; systemd keeps a copy), with
+         * stdout and stderr to the journal instead of inheriting it. */
+        int stdin_fd;
 } TransientService;
 
 /* Starts the unit; done is called when the start job finishes. The caller owns *ret and may

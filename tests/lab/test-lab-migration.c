@@ -188,6 +188,12 @@ static void test_unmanaged_direct(void) {
         g_assert_cmpuint(g_strv_length(halves), ==, 2);
         g_free(cmdline);
         cmdline = g_strjoinv("", halves);
+        /* Without ferryd's monitor on stdin (ferryd's end of it is not there). */
+        g_auto(GStrv) stdin_mon = g_strsplit(cmdline, " -chardev socket,id=ferry-qmp-stdin,fd=0 "
+                                             "-mon chardev=ferry-qmp-stdin,mode=control", 2);
+        g_assert_cmpuint(g_strv_length(stdin_mon), ==, 2);
+        g_free(cmdline);
+        cmdline = g_strjoinv("", stdin_mon);
         g_autofree char *script = g_strdup_printf(
                 "set -e; args=''; prev=''\n"
                 "for w in %s; do\n"
