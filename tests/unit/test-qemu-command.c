@@ -74,9 +74,12 @@ static void test_argv(void) {
         QemuLaunchParams p = params;
         g_auto(GStrv) argv = NULL;
 
-        p.incoming_defer = p.start_paused = true;
+        p.incoming_defer = p.start_paused = p.qmp_on_stdin = true;
         argv = build(full_xml, &p);
         g_assert_cmpstr(argv[0], ==, DOMAIN_EMULATOR_DEFAULT);
+        /* ferryd's own monitor: the connected socket on stdin, beside the listening one */
+        assert_pair(argv, "-chardev", "socket,id=ferry-qmp-stdin,fd=0");
+        assert_pair(argv, "-mon", "chardev=ferry-qmp-stdin,mode=control");
         assert_pair(argv, "-name", "guest=demo.1,debug-threads=on");
         assert_pair(argv, "-uuid", "c7a5fdbd-edaf-9455-926a-d65c16db1809");
         assert_pair(argv, "-machine", "q35,usb=off,dump-guest-core=off,acpi=on");
