@@ -29,8 +29,8 @@
 
 #include "qemu-monitor.h"
 
-/* Catches a hang, measures nothing: long enough for the 16 MiB cases under ASan on a loaded
- * 2-core machine (one CI run timed out at 20 s), short of meson's 120 s timeout so the log is printed. */
+/* Catches a hang, measures nothing: generous for a loaded 2-core machine under ASan, short of
+ * meson's 120 s timeout so that the test's log is printed. */
 #define GUARD_USEC (90ULL * 1000000ULL)
 
 #define QMP_GREETING \
