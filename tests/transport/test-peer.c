@@ -85,19 +85,7 @@ static Pair *pair_behind_peer(Peer *peer, bool plaintext) {
 }
 
 static void run_transfer(Peer *peer, bool plaintext, size_t n, size_t forward, size_t back) {
-        Pair *p = pair_behind_peer(peer, plaintext);
-        g_autofree char *done = NULL;
-        Stream s[8] = {};
-
-        streams_open(p, s, n);
-        streams_run(s, n, forward, back);
-        helper_wait(p->source, true);
-        helper_wait(p->destination, true);
-        done = g_strdup_printf("done: %zu streams, %" G_GUINT64_FORMAT " bytes sent, %" G_GUINT64_FORMAT " bytes received",
-                               n, streams_total(s, n, false), streams_total(s, n, true));
-        assert_status(p->destination, 0, done, NULL);
-        assert_status(p->source, 0, "done: ", NULL);
-        pair_free(p);
+        run_streams_on_pair(pair_behind_peer(peer, plaintext), n, forward, back);
 }
 
 static int connect_to(const char *address) {

@@ -451,8 +451,7 @@ uint64_t streams_total(Stream *s, size_t n, bool forward) {
         return t;
 }
 
-void run_streams_test(const PairOptions *o, size_t n, size_t forward, size_t back) {
-        Pair *p = pair_start(o);
+void run_streams_on_pair(Pair *p, size_t n, size_t forward, size_t back) {
         Stream s[8] = {};
         g_autofree char *done_source = NULL, *done_destination = NULL;
 
@@ -468,6 +467,10 @@ void run_streams_test(const PairOptions *o, size_t n, size_t forward, size_t bac
         assert_status(p->source, 0, done_source, NULL);
         assert_status(p->destination, 0, done_destination, NULL);
         pair_free(p);
+}
+
+void run_streams_test(const PairOptions *o, size_t n, size_t forward, size_t back) {
+        run_streams_on_pair(pair_start(o), n, forward, back);
 }
 
 int connect_peer(Pair *p) {

@@ -114,6 +114,9 @@ void flow_assert_exact(Flow *f);
 void streams_open(Pair *p, Stream *s, size_t n);
 void streams_run(Stream *s, size_t n, size_t forward, size_t back);
 uint64_t streams_total(Stream *s, size_t n, bool forward);
+/* n streams with these byte counts each way through the pair (taken and freed), every byte and
+ * both helpers' "done:" status lines checked. */
+void run_streams_on_pair(Pair *p, size_t n, size_t forward, size_t back);
 void run_streams_test(const PairOptions *o, size_t n, size_t forward, size_t back);
 int connect_peer(Pair *p);
 unsigned count_fds(GPid pid);
