@@ -24,7 +24,8 @@
 #include "systemd-units.h"
 
 #define USEC_PER_SEC 1000000ULL
-#define QMP_SOCKET_TIMEOUT_USEC (30ULL * USEC_PER_SEC)
+/* From the unit running to QEMU's QMP greeting and our first answer. */
+#define QMP_READY_TIMEOUT_USEC (30ULL * USEC_PER_SEC)
 
 static const char *const state_names[_DOMAIN_STATE_MAX] = {
         [DOMAIN_SHUTOFF] = "shutoff",
@@ -576,7 +577,7 @@ int domain_start(Domain *d, bool paused, DomainDone done, void *userdata) {
         if (r < 0)
                 goto fail;
         d->qmp_stdin_peer = TAKE_FD(qmp_ours);
-        r = arm_op_timer(d, QMP_SOCKET_TIMEOUT_USEC);
+        r = arm_op_timer(d, QMP_READY_TIMEOUT_USEC);
         if (r < 0)
                 goto fail;
 
